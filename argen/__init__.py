@@ -1,0 +1,14 @@
+"""argen: autoregressive image generation over learned autoencoder tokenizers.
+
+The data flow, one module per arrow:
+
+1. ``argen.data``: image sources (fashion-mnist, mnist, folder:PATH) as uint8 tensors.
+2. ``argen.tokenizers``: images ⇄ token ids, one ``(B, h, w)`` grid per scale or band.
+3. ``argen.orders``: id grids → training sequence and inference schedule.
+4. ``argen.transformer``: the one decoder-only transformer, sequence → logits.
+5. ``argen.samplers``: logits → ids, step by step with a KV cache.
+6. ``argen.pipeline``: the whole chain; ``Pipeline.from_pretrained(dir)``.
+7. ``argen.metrics``: numbers.
+"""
+
+__version__ = "0.1.0"
