@@ -1,0 +1,241 @@
+"""Checkpoints: the release format, the training state, atomic writes and resume.
+
+Two formats, for two readers:
+
+- **Release** (what users share and load): a directory with ``config.json`` (plain types: ``format_version``,
+  the component ``kind``, its ``config``) and ``model.safetensors``. Loading checks kind, version, config keys
+  and every tensor's shape before any weight is copied, and refuses a mismatch naming both sides.
+- **Training state** (what resume reads): ``train_state.pt`` holding plain types only (state dicts, ints,
+  floats, strings, lists, RNG states as tensors), so ``torch.load(weights_only=True)`` reads it and no user
+  file is ever unpickled.
+
+Every file is written to a temporary name in the same directory, flushed, fsynced and renamed over the old
+one: a crash at any moment leaves either the previous complete file or the new complete file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from argen.errors import ArgenError
+
+FORMAT_VERSION = 1
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+STATE_NAME = "train_state.pt"
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(temporary_path)`` and move the result onto ``path`` only once it is complete on disk.
+
+    The temporary file lives in the same directory so the final ``os.replace`` is a rename within one file
+    system, which POSIX makes atomic: readers see the old file or the new one, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
+    try:
+        write(temporary)
+        with open(temporary, "rb+") as stream:
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    # fsync the directory so the rename itself survives a power loss.
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Release format
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def config_from_dict(config_class: type, values: dict[str, Any], *, source: str) -> Any:
+    """Build ``config_class`` from ``values``, refusing unknown keys rather than dropping them silently."""
+    known = {field.name for field in dataclasses.fields(config_class)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ArgenError(
+            f"{source}: unknown {config_class.__name__} key(s) {', '.join(unknown)}; this argen knows "
+            f"{', '.join(sorted(known))}. The file was written by another version or edited by hand."
+        )
+    return config_class(**values)
+
+
+def save_release(
+    directory: str | Path,
+    *,
+    kind: str,
+    config: Any,
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``directory/config.json`` and ``directory/model.safetensors`` atomically.
+
+    ``dtype`` (e.g. ``torch.float16``) stores floating tensors in a smaller type for shipping; loading casts
+    them back to the model's own dtype. ``extra`` holds plain-typed metadata (class names, training step).
+    """
+    directory = Path(directory)
+    tensors = {}
+    for name, tensor in state_dict.items():
+        tensor = tensor.detach().cpu()
+        if dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[name] = tensor.contiguous()
+    document = {"format_version": FORMAT_VERSION, "kind": kind, "config": config_to_dict(config)}
+    if extra:
+        document["extra"] = extra
+    # Weights first, config last: config.json appearing is the sign that a release is complete.
+    atomic_write(directory / WEIGHTS_NAME, lambda temporary: save_file(tensors, str(temporary)))
+    atomic_write_text(directory / CONFIG_NAME, json.dumps(document, indent=2) + "\n")
+
+
+def read_release_config(directory: str | Path, *, kind: str | tuple[str, ...]) -> dict[str, Any]:
+    """Read and check ``config.json``: it exists, parses, has this format version and the expected kind."""
+    directory = Path(directory)
+    kinds = (kind,) if isinstance(kind, str) else kind
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise ArgenError(f"{directory} is not an argen {' or '.join(kinds)} directory: it has no {CONFIG_NAME}")
+    try:
+        document = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ArgenError(f"{path} is not valid JSON ({error}); the checkpoint is damaged") from None
+    if not isinstance(document, dict) or "kind" not in document or "config" not in document:
+        raise ArgenError(f"{path} is not an argen release config (no 'kind'/'config' keys)")
+    version = document.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ArgenError(
+            f"{path} has format_version {version!r} but this argen reads version {FORMAT_VERSION}; "
+            "upgrade argen or re-export the checkpoint"
+        )
+    if document["kind"] not in kinds:
+        raise ArgenError(
+            f"{directory} holds a '{document['kind']}' checkpoint, but a {' or '.join(kinds)} checkpoint is needed here"
+        )
+    return document
+
+
+def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:
+    """Load ``model.safetensors`` into ``model`` after checking names and shapes; nothing is copied on mismatch."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file():
+        raise ArgenError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the checkpoint is incomplete")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ArgenError(f"{path} could not be read as safetensors ({error}); the checkpoint is damaged") from None
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing or unexpected:
+        raise ArgenError(
+            f"{path} does not match the model built from its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise ArgenError(
+                f"{path}: tensor '{name}' has shape {tuple(tensor.shape)} in the file but "
+                f"{tuple(expected[name].shape)} in the model built from config.json; the weights belong to another configuration"
+            )
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            expected[name].copy_(tensor.to(expected[name].dtype))
+
+
+def load_release(
+    directory: str | Path,
+    *,
+    kind: str,
+    config_class: type,
+    build: Callable[[Any], torch.nn.Module],
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Load a release directory: check kind and version, rebuild the model from its config, load the weights.
+
+    Returns the model (in eval mode) and the whole config document (for ``extra`` metadata).
+    """
+    document = read_release_config(directory, kind=kind)
+    config = config_from_dict(config_class, document["config"], source=str(Path(directory) / CONFIG_NAME))
+    model = build(config)
+    load_release_weights(directory, model)
+    return model.eval(), document
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Training state
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """torch, numpy and python RNG states as plain types (tensors, ints, lists) for ``weights_only`` loading."""
+    numpy_state = np.random.get_state()
+    python_version, python_internal, python_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+            "position": int(numpy_state[2]),
+            "has_gauss": int(numpy_state[3]),
+            "cached_gaussian": float(numpy_state[4]),
+        },
+        "python": {"version": python_version, "internal": list(python_internal), "gauss": python_gauss},
+    }
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["position"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
+
+
+def save_train_state(path: str | Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically with ``torch.save`` (plain types only)."""
+    atomic_write(path, lambda temporary: torch.save(state, temporary))
+
+
+def load_train_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state with ``weights_only=True``: a file holding anything but plain types is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError, RuntimeError or EOFError depending on the damage
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ArgenError(
+            f"{path} could not be loaded safely ({first_line}); rerun with --fresh to start over"
+        ) from None

@@ -1,0 +1,416 @@
+"""The training loop every argen trainer shares: budgets, schedule, EMA, resume, DDP, divergence stop.
+
+A trainer (classifier, tokenizer, generator) describes *what* to train as a `TrainingTask`: the component
+kind and config written to ``config.json``, the model, the training tensors, and a loss function. `fit` does
+the rest, top to bottom:
+
+1. resume from ``OUT/train_state.pt`` when it exists (``--fresh`` starts over), refusing a state whose
+   component config differs from the one asked for;
+2. each step takes the next batch of a seeded per-epoch permutation (``DistributedSampler``, so rank r of N
+   sees every N-th index and the union of the ranks' batches is exactly the 1-process batch);
+3. AdamW with linear warmup then cosine decay; gradient norm clipping that raises on a non-finite norm;
+4. a loss that is not finite stops training with a one-line error and leaves the last checkpoint intact;
+5. an EMA of the weights, a tqdm bar with loss and throughput, ``metrics.jsonl`` every ``--log-every`` steps;
+6. a checkpoint every ``--save-every`` steps, on Ctrl-C, on ``--minutes`` running out, and at the end: the
+   training state (model, optimizer, EMA, step, configs, RNG states) and a release (EMA weights).
+
+Resume is exact: the data position is a function of the step, and RNG states are restored, so N steps straight
+and N/2 + stop + N/2 give bit-identical weights on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DistributedSampler
+from tqdm.auto import tqdm
+
+from argen.checkpoint import (
+    STATE_NAME,
+    capture_rng_state,
+    config_to_dict,
+    load_train_state,
+    restore_rng_state,
+    save_release,
+    save_train_state,
+)
+from argen.dist import DistributedContext, setup
+from argen.errors import ArgenError
+
+METRICS_NAME = "metrics.jsonl"
+
+# Settings that may change between a run and its resume: budgets and logging. Anything else changing would make
+# the resumed run a different experiment, so it is refused.
+RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "save_every", "log_every", "progress", "device", "fresh", "out"}
+
+
+@dataclass
+class TrainingConfig:
+    """How to train (not what): budgets, optimizer, schedule, checkpoints. Shared by every trainer."""
+
+    out: str
+    steps: int | None = None
+    epochs: float | None = None
+    minutes: float | None = None
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    final_learning_rate_ratio: float = 0.1
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    save_every: int = 1000
+    log_every: int = 20
+    device: str | None = None
+    fresh: bool = False
+    progress: bool = True
+
+
+@dataclass
+class TrainingTask:
+    """What a trainer trains. ``tensors`` share their first dimension (the examples); a batch is a dict of
+    ``tensor[indices]``. ``loss(model, batch)`` returns a scalar loss and a dict of floats to log."""
+
+    kind: str
+    config: Any
+    build_model: Callable[[], torch.nn.Module]  # called after seeding, so --seed fixes the initial weights
+    tensors: dict[str, torch.Tensor]
+    loss: Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
+    release_directory: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    # Parameters excluded from weight decay: biases, norms, embeddings (anything with fewer than 2 dims).
+    no_decay: Callable[[str, torch.nn.Parameter], bool] = lambda name, parameter: parameter.ndim < 2
+
+
+@dataclass
+class FitResult:
+    step: int
+    reason: str  # "finished", "time budget", "interrupted"
+    out: Path
+    last_logs: dict[str, float]
+    is_main: bool = True  # False on the DDP ranks that do not write files
+
+
+class TrainingDiverged(ArgenError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
+class ExponentialMovingAverage:
+    """EMA of a model's floating-point parameters and buffers, with the usual short-run warmup of the decay.
+
+    The warmup, decay_t = min(decay, (1 + t) / (10 + t)), keeps the average from being dominated by the random
+    initial weights in runs of a few hundred steps, which are the common case on a CPU.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {name: value.detach().clone() for name, value in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for name, value in model.state_dict().items():
+            if value.is_floating_point():
+                self.shadow[name].lerp_(value.detach(), 1 - decay)
+            else:
+                self.shadow[name].copy_(value)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        for name, value in state.items():
+            self.shadow[name].copy_(value)
+
+
+def learning_rate_at(step: int, *, training: TrainingConfig, horizon: int | None) -> float:
+    """Linear warmup over ``warmup_steps``, then cosine decay to ``final_learning_rate_ratio`` at ``horizon``."""
+    base = training.learning_rate
+    if step < training.warmup_steps:
+        return base * (step + 1) / training.warmup_steps
+    if horizon is None or horizon <= training.warmup_steps:
+        return base
+    progress = min(1.0, (step - training.warmup_steps) / (horizon - training.warmup_steps))
+    floor = base * training.final_learning_rate_ratio
+    return floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _check_budget(training: TrainingConfig) -> None:
+    if training.steps is None and training.epochs is None and training.minutes is None:
+        raise ArgenError("no training budget: give --steps N, --epochs E or --minutes M (or several; the first wins)")
+    for name in ("steps", "epochs", "minutes"):
+        value = getattr(training, name)
+        if value is not None and value <= 0:
+            raise ArgenError(f"--{name} must be positive, got {value}")
+
+
+def _incompatible_settings(saved: dict[str, Any], asked: dict[str, Any], *, ignore: set[str]) -> list[str]:
+    keys = sorted((set(saved) | set(asked)) - ignore)
+    return [
+        f"{key}: {saved.get(key)!r} in the run, {asked.get(key)!r} now"
+        for key in keys
+        if saved.get(key) != asked.get(key)
+    ]
+
+
+class _InterruptFlag:
+    """Turns the first Ctrl-C into a request to checkpoint and stop at the next step boundary.
+
+    Stopping mid-step could leave the weights half-updated; a second Ctrl-C falls through to Python's default
+    and stops at once (the last periodic checkpoint is still intact).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self) -> _InterruptFlag:
+        try:
+            self.previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc_info) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop metric lines written after the checkpoint we resume from, so the log has each step once."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def fit(
+    task: TrainingTask,
+    training: TrainingConfig,
+    *,
+    context: DistributedContext | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train ``task`` under ``training`` and return where it stopped. See the module docstring for the flow.
+
+    ``on_step(step)`` is called after every completed step (tests use it to interrupt a run).
+    """
+    _check_budget(training)
+    context = context or setup(training.device)
+    out = Path(training.out)
+    release_directory = Path(task.release_directory) if task.release_directory else out
+    state_path = out / STATE_NAME
+    metrics_path = out / METRICS_NAME
+
+    examples = next(iter(task.tensors.values())).shape[0]
+    if any(tensor.shape[0] != examples for tensor in task.tensors.values()):
+        raise ValueError("all training tensors must share their first dimension")
+    if training.batch_size % context.world_size:
+        raise ArgenError(
+            f"--batch-size {training.batch_size} does not split over {context.world_size} processes; "
+            "use a multiple of the process count"
+        )
+    local_batch = training.batch_size // context.world_size
+    sampler = DistributedSampler(
+        range(examples),
+        num_replicas=context.world_size,
+        rank=context.rank,
+        shuffle=True,
+        seed=training.seed,
+        drop_last=True,
+    )
+    steps_per_epoch = len(sampler) // local_batch
+    if steps_per_epoch == 0:
+        raise ArgenError(f"--batch-size {training.batch_size} is larger than the {examples} training examples")
+
+    torch.manual_seed(training.seed)
+    model = task.build_model().to(context.device)
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            (no_decay if task.no_decay(name, parameter) else decay).append(parameter)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": training.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=training.learning_rate,
+        betas=(0.9, 0.95),
+        fused=False,
+    )
+    ema = ExponentialMovingAverage(model, training.ema_decay) if training.ema_decay > 0 else None
+
+    component = config_to_dict(task.config)
+    asked = asdict(training)
+    step, elapsed, horizon = 0, 0.0, None
+    if state_path.exists() and not training.fresh:
+        state = load_train_state(state_path)
+        if state.get("kind") != task.kind:
+            raise ArgenError(
+                f"{out} holds a '{state.get('kind')}' run, not a '{task.kind}' run; "
+                "choose another --out or pass --fresh"
+            )
+        changed = _incompatible_settings(state["component"], component, ignore=set())
+        changed += _incompatible_settings(state["training"], asked, ignore=RESUMABLE_CHANGES)
+        if changed:
+            raise ArgenError(
+                f"{out} holds a run with other settings ({'; '.join(changed[:3])}); rerun with the same settings "
+                "to resume, or pass --fresh to start over"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        step, elapsed, horizon = state["step"], state["elapsed_seconds"], state["horizon"]
+        restore_rng_state(state["rng"])
+        if context.is_main:
+            _truncate_metrics(metrics_path, step)
+            tqdm.write(f"resuming {task.kind} training in {out} from step {step}")
+    elif context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        metrics_path.unlink(missing_ok=True)
+
+    budget_steps = None
+    if training.steps is not None:
+        budget_steps = training.steps
+    if training.epochs is not None:
+        epoch_steps = max(1, math.ceil(training.epochs * steps_per_epoch))
+        budget_steps = epoch_steps if budget_steps is None else min(budget_steps, epoch_steps)
+    if budget_steps is not None:
+        horizon = budget_steps
+
+    def save(final: bool) -> None:
+        if not context.is_main:
+            return
+        state = {
+            "kind": task.kind,
+            "component": component,
+            "training": asked,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {},
+            "step": step,
+            "elapsed_seconds": elapsed,
+            "horizon": horizon,
+            "rng": capture_rng_state(),
+        }
+        save_train_state(state_path, state)
+        weights = ema.state_dict() if ema is not None else model.state_dict()
+        extra = dict(task.extra, step=step, complete=final)
+        save_release(release_directory, kind=task.kind, config=task.config, state_dict=weights, extra=extra)
+
+    trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
+    bar = tqdm(
+        total=budget_steps,
+        initial=step,
+        desc=f"train {task.kind}",
+        unit="step",
+        disable=not (context.is_main and training.progress),
+        dynamic_ncols=True,
+    )
+    interval_loss, interval_count, interval_examples, interval_start = 0.0, 0, 0, time.perf_counter()
+    last_logs: dict[str, float] = {}
+    reason = "finished"
+    run_start = time.perf_counter() - elapsed
+    epoch_indices, indexed_epoch = torch.empty(0, dtype=torch.long), -1
+    with _InterruptFlag() as interrupt:
+        while budget_steps is None or step < budget_steps:
+            epoch, position = divmod(step, steps_per_epoch)
+            if epoch != indexed_epoch:
+                sampler.set_epoch(epoch)
+                epoch_indices, indexed_epoch = torch.tensor(list(sampler), dtype=torch.long), epoch
+            index_tensor = epoch_indices[position * local_batch : (position + 1) * local_batch]
+            batch = {name: tensor[index_tensor].to(context.device) for name, tensor in task.tensors.items()}
+
+            learning_rate = learning_rate_at(step, training=training, horizon=horizon)
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate
+            trained.train()
+            loss, logs = task.loss(trained, batch)
+            mean_loss = float(context.mean(loss.detach()))
+            if not math.isfinite(mean_loss):
+                bar.close()
+                raise TrainingDiverged(
+                    f"loss became {mean_loss} at step {step}: training stopped, the last checkpoint in {out} is "
+                    "intact; lower --learning-rate or raise --warmup-steps and rerun to resume from it"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            try:
+                grad_norm = torch.nn.utils.clip_grad_norm_(
+                    model.parameters(),
+                    max_norm=training.grad_clip if training.grad_clip > 0 else float("inf"),
+                    error_if_nonfinite=True,
+                )
+            except RuntimeError:
+                bar.close()
+                raise TrainingDiverged(
+                    f"gradient norm became non-finite at step {step}: training stopped, the last checkpoint in "
+                    f"{out} is intact; lower --learning-rate and rerun to resume from it"
+                ) from None
+            optimizer.step()
+            if ema is not None:
+                ema.update(model, step)
+            step += 1
+            elapsed = time.perf_counter() - run_start
+
+            interval_loss += mean_loss
+            interval_count += 1
+            interval_examples += training.batch_size
+            last_logs = {"loss": mean_loss, **logs}
+            bar.update(1)
+            if horizon is None and step == 20 and training.minutes is not None:
+                # Only a time budget: estimate how many steps fit so the cosine schedule ends with the budget.
+                horizon = max(step + 1, int(training.minutes * 60 / (elapsed / step)))
+            if step % training.log_every == 0 or step == budget_steps:
+                now = time.perf_counter()
+                record = {
+                    "step": step,
+                    "epoch": round(step / steps_per_epoch, 4),
+                    "loss": interval_loss / interval_count,
+                    "learning_rate": learning_rate,
+                    "grad_norm": float(grad_norm),
+                    "examples_per_second": interval_examples / max(now - interval_start, 1e-9),
+                    "elapsed_seconds": round(elapsed, 3),
+                    **{name: float(value) for name, value in logs.items()},
+                }
+                if context.is_main:
+                    with open(metrics_path, "a") as stream:
+                        stream.write(json.dumps(record) + "\n")
+                shown = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['examples_per_second']:.0f}"}
+                shown.update({name: f"{value:.3g}" for name, value in logs.items()})
+                bar.set_postfix(shown, refresh=False)
+                interval_loss, interval_count, interval_examples, interval_start = 0.0, 0, 0, now
+            if on_step is not None:
+                on_step(step)
+
+            out_of_time = training.minutes is not None and elapsed >= training.minutes * 60
+            stop = torch.tensor([float(out_of_time), float(interrupt.requested)])
+            if context.enabled:
+                # Every rank must stop at the same step, or the others wait forever in the next all-reduce.
+                torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+            if stop[1] > 0:
+                reason = "interrupted"
+                break
+            if stop[0] > 0:
+                reason = "time budget"
+                break
+            if step % training.save_every == 0:
+                save(final=False)
+    bar.close()
+    save(final=reason == "finished" or reason == "time budget")
+    context.barrier()
+    if context.is_main:
+        tqdm.write(f"{task.kind} training {reason} at step {step}; checkpoint in {out}")
+    return FitResult(step=step, reason=reason, out=out, last_logs=last_logs, is_main=context.is_main)

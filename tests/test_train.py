@@ -1,0 +1,151 @@
+"""The shared training loop: exact resume, divergence stop, budgets, refusals, metrics."""
+
+import json
+import signal
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from argen.checkpoint import load_train_state
+from argen.errors import ArgenError
+from argen.train import TrainingConfig, TrainingDiverged, TrainingTask, fit, learning_rate_at
+
+
+def make_task(poison_at: int | None = None) -> TrainingTask:
+    from dataclasses import make_dataclass
+
+    config_class = make_dataclass("TinyConfig", [("hidden", int, 16)])
+
+    def build_model():
+        # Dropout makes the loss depend on the torch RNG, so exact resume also proves the RNG state is restored.
+        return nn.Sequential(nn.Linear(4, 16), nn.Dropout(0.3), nn.GELU(), nn.Linear(16, 1))
+
+    generator = torch.Generator().manual_seed(1)
+    inputs = torch.randn(96, 4, generator=generator)
+    targets = inputs.sum(-1, keepdim=True) + 0.1 * torch.randn(96, 1, generator=generator)
+    calls = {"count": 0}
+
+    def loss(module, batch):
+        calls["count"] += 1
+        value = nn.functional.mse_loss(module(batch["inputs"]), batch["targets"])
+        if poison_at is not None and calls["count"] >= poison_at:
+            value = value * float("nan")
+        return value, {"calls": calls["count"]}
+
+    return TrainingTask(
+        kind="tiny",
+        config=config_class(),
+        build_model=build_model,
+        tensors={"inputs": inputs, "targets": targets},
+        loss=loss,
+    )
+
+
+def training(tmp_path, **overrides) -> TrainingConfig:
+    values = dict(
+        out=str(tmp_path),
+        steps=20,
+        batch_size=16,
+        learning_rate=1e-2,
+        warmup_steps=3,
+        save_every=7,
+        log_every=2,
+        progress=False,
+        ema_decay=0.9,
+    )
+    values.update(overrides)
+    return TrainingConfig(**values)
+
+
+def weights(directory):
+    return load_file(str(directory / "model.safetensors"))
+
+
+def test_resume_is_bit_identical(tmp_path):
+    straight = fit(make_task(), training(tmp_path / "straight"))
+    assert straight.reason == "finished" and straight.step == 20
+
+    def interrupt(step):
+        if step == 10:
+            signal.raise_signal(signal.SIGINT)  # what Ctrl-C does: checkpoint at the step boundary, then stop
+
+    first = fit(make_task(), training(tmp_path / "resumed"), on_step=interrupt)
+    assert first.reason == "interrupted" and first.step == 10
+    assert load_train_state(tmp_path / "resumed" / "train_state.pt")["step"] == 10
+    second = fit(make_task(), training(tmp_path / "resumed"))
+    assert second.reason == "finished" and second.step == 20
+
+    expected, actual = weights(tmp_path / "straight"), weights(tmp_path / "resumed")
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        assert torch.equal(expected[name], actual[name]), name  # EMA weights, bit for bit
+    raw_straight = load_train_state(tmp_path / "straight" / "train_state.pt")["model"]
+    raw_resumed = load_train_state(tmp_path / "resumed" / "train_state.pt")["model"]
+    for name in raw_straight:
+        assert torch.equal(raw_straight[name], raw_resumed[name]), name
+    # The metrics log holds every logged step exactly once, across the resume.
+    steps = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(2, 21, 2))
+
+
+def test_training_lowers_the_loss(tmp_path):
+    result = fit(make_task(), training(tmp_path, steps=60))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < 0.5 * records[0]["loss"]
+    assert result.step == 60
+
+
+def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path):
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 9.*last checkpoint .* is intact"):
+        fit(make_task(poison_at=10), training(tmp_path))
+    state = load_train_state(tmp_path / "train_state.pt")
+    assert state["step"] == 7  # the periodic checkpoint before the NaN
+    assert all(torch.isfinite(value).all() for value in weights(tmp_path).values())
+    # Rerunning resumes from that checkpoint.
+    result = fit(make_task(), training(tmp_path))
+    assert result.step == 20
+
+
+def test_nonfinite_gradient_stops(tmp_path):
+    task = make_task()
+    original = task.loss
+
+    def inf_gradient(module, batch):
+        value, logs = original(module, batch)
+        return value + 0 * module[0].weight.sum() * float("inf") if logs["calls"] == 4 else value, logs
+
+    task.loss = inf_gradient
+    with pytest.raises(TrainingDiverged):
+        fit(task, training(tmp_path))
+
+
+def test_resume_refuses_other_settings_and_fresh_starts_over(tmp_path):
+    fit(make_task(), training(tmp_path, steps=4))
+    with pytest.raises(ArgenError, match="learning_rate: 0.01 in the run, 0.5 now"):
+        fit(make_task(), training(tmp_path, steps=8, learning_rate=0.5))
+    # A longer budget is allowed: it continues.
+    assert fit(make_task(), training(tmp_path, steps=8)).step == 8
+    assert fit(make_task(), training(tmp_path, steps=3, learning_rate=0.5, fresh=True)).step == 3
+
+
+def test_budgets(tmp_path):
+    with pytest.raises(ArgenError, match="no training budget"):
+        fit(make_task(), training(tmp_path, steps=None))
+    # 96 examples / batch 16 = 6 steps per epoch.
+    assert fit(make_task(), training(tmp_path / "e", steps=None, epochs=2)).step == 12
+    assert fit(make_task(), training(tmp_path / "both", steps=5, epochs=2)).step == 5
+    result = fit(make_task(), training(tmp_path / "m", steps=None, minutes=1e-9))
+    assert result.reason == "time budget" and result.step == 1
+    with pytest.raises(ArgenError, match="larger than the 96 training examples"):
+        fit(make_task(), training(tmp_path / "big", batch_size=128))
+
+
+def test_learning_rate_schedule():
+    config = TrainingConfig(out="unused", learning_rate=1.0, warmup_steps=10, final_learning_rate_ratio=0.1)
+    assert learning_rate_at(0, training=config, horizon=110) == pytest.approx(0.1)
+    assert learning_rate_at(9, training=config, horizon=110) == pytest.approx(1.0)
+    assert learning_rate_at(60, training=config, horizon=110) == pytest.approx(0.55)
+    assert learning_rate_at(110, training=config, horizon=110) == pytest.approx(0.1)
+    assert learning_rate_at(50, training=config, horizon=None) == 1.0
