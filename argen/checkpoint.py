@@ -164,7 +164,8 @@ def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ArgenError(
                 f"{path}: tensor '{name}' has shape {tuple(tensor.shape)} in the file but "
-                f"{tuple(expected[name].shape)} in the model built from config.json; the weights belong to another configuration"
+                f"{tuple(expected[name].shape)} in the model built from config.json; "
+                "the weights belong to another configuration"
             )
     with torch.no_grad():
         for name, tensor in tensors.items():
