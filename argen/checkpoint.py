@@ -160,7 +160,8 @@ def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:
         raise ArgenError(
             f"{path} does not match the model built from its config: missing {missing[:3]}, unexpected {unexpected[:3]}"
         )
-    for name, tensor in tensors.items():
+    for name in expected:  # model order, so the message names the first layer that differs
+        tensor = tensors[name]
         if tuple(tensor.shape) != tuple(expected[name].shape):
             raise ArgenError(
                 f"{path}: tensor '{name}' has shape {tuple(tensor.shape)} in the file but "
