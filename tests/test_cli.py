@@ -1,0 +1,88 @@
+"""The `argen` command as a user meets it: help, one-line errors, data-info, a classifier run end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from argen.classifier import load_classifier
+from argen.cli import main
+
+
+def run_main(argv, capsys):
+    """Run the console entry point in-process; returns (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exit_:
+        code = exit_.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_help_lists_commands():
+    completed = subprocess.run([sys.executable, "-m", "argen", "--help"], capture_output=True, text=True, timeout=60)
+    assert completed.returncode == 0
+    for command in ("data-info", "train-classifier"):
+        assert command in completed.stdout
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["data-info", "--data", "imagenet-please"], "unknown"),
+        (["data-info", "--data", "folder:/does/not/exist"], "/does/not/exist"),
+        (["train-classifier", "--data", "mnist", "--out", "unused"], None),  # no budget, or no data: either is one line
+    ],
+)
+def test_errors_are_one_line_without_traceback(argv, message, capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARGEN_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(argv, capsys)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("argen: error: "), err
+    assert "Traceback" not in err
+    if message:
+        assert message in lines[0].lower()
+
+
+def test_debug_shows_the_traceback(capsys):
+    from argen.errors import ArgenError
+
+    with pytest.raises(ArgenError):
+        main(["data-info", "--data", "imagenet-please", "--debug"])
+
+
+def test_data_info_prints_counts_and_writes_a_grid(idx_dataset, tmp_path, capsys):
+    grid = tmp_path / "grid.png"
+    code, out, _ = run_main(
+        ["data-info", "--data", "mnist", "--data-dir", str(idx_dataset), "--grid", str(grid)], capsys
+    )
+    assert code == 0
+    assert "mnist [train]: 64 images, 1×12×12" in out and "mnist [test]: 32 images" in out
+    assert "10 classes" in out and "skipped files: 0" in out
+    assert Image.open(grid).size[0] > 12 * 7
+
+
+def test_train_classifier_end_to_end_and_resume(idx_dataset, tmp_path, capsys):
+    out = tmp_path / "classifier"
+    argv = [
+        "train-classifier", "--data", "mnist", "--data-dir", str(idx_dataset), "--out", str(out),
+        "--steps", "40", "--batch-size", "16", "--width", "8", "--no-progress", "--learning-rate", "3e-3", "--shift", "0",
+    ]  # fmt: skip
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    model, document = load_classifier(out)
+    assert document["extra"]["classes"] == [str(digit) for digit in range(10)]
+    assert document["extra"]["complete"] is True and document["extra"]["step"] == 40
+    # The bar dataset is easy: 40 steps learn it well above chance (10%).
+    assert document["extra"]["test_accuracy"] > 0.5
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 40 and records[-1]["loss"] < records[0]["loss"]
+    # Rerunning the finished command resumes at step 40 and does no more steps.
+    code, out_text, _ = run_main(argv, capsys)
+    assert code == 0 and "resuming classifier training" in out_text and "from step 40" in out_text
+    assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][-1] == 40
