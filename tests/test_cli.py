@@ -71,7 +71,8 @@ def test_train_classifier_end_to_end_and_resume(idx_dataset, tmp_path, capsys):
     out = tmp_path / "classifier"
     argv = [
         "train-classifier", "--data", "mnist", "--data-dir", str(idx_dataset), "--out", str(out),
-        "--steps", "40", "--batch-size", "16", "--width", "8", "--no-progress", "--learning-rate", "3e-3", "--shift", "0",
+        "--steps", "40", "--batch-size", "16", "--width", "8", "--no-progress", "--learning-rate", "3e-3",
+        "--shift", "0",
     ]  # fmt: skip
     code, _, err = run_main(argv, capsys)
     assert code == 0, err
