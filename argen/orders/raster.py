@@ -1,0 +1,53 @@
+"""Raster next-token order, as in LlamaGen ("Autoregressive Model Beats Diffusion: Llama for Scalable Image
+Generation", arXiv 2406.06525).
+
+One token per step, row-major over the tokenizer's single grid. The inputs are the ids shifted right behind a start
+token (id ``codebook_size``): position p is fed the id of cell p - 1 and predicts cell p, so the block-causal mask
+with one position per step is the ordinary causal mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from argen.orders.base import Layout, Order, check_ids, single_grid_cells
+
+
+class RasterOrder(Order):
+    name = "raster"
+    tokenizer_kinds = ("vq", "fsq")
+    single_grid = True
+    input_kind = "ids"
+
+    def _build_layout(self, grid_shapes: tuple[tuple[int, int], ...]) -> Layout:
+        (h, w), length = grid_shapes[0], grid_shapes[0][0] * grid_shapes[0][1]
+        steps = torch.arange(length)
+        rows, cols = steps // w, steps % w
+        return Layout(
+            grid_shapes=grid_shapes,
+            step_of=steps,
+            # Position p is the slot that predicts cell p, so it carries cell p's row and column.
+            positions=torch.stack([steps, rows, cols], dim=1),
+            sizes=torch.tensor([[h, w]]).expand(length, 2).clone(),
+            target_cells=single_grid_cells(h, w, list(zip(rows.tolist(), cols.tolist()))),
+            positions_of_step=[steps[p : p + 1] for p in range(length)],
+            inputs_of_step=[steps[p : p + 1] for p in range(length)],
+        )
+
+    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+        check_ids(ids, tokenizer.grid_shapes)
+        targets = self.targets(ids)  # (B, L)
+        start = targets.new_full((targets.shape[0], 1), int(tokenizer.codebook_size))
+        return torch.cat([start, targets[:, :-1]], dim=1), targets
+
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+        grid = ids[0]
+        if step == 0:
+            return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
+        return grid.flatten(1)[:, step - 1 : step]  # (B, 1)
+
+    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+        return self._masked_preview(ids, step, tokenizer)

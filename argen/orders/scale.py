@@ -1,0 +1,73 @@
+"""Next-scale order, as in VAR ("Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale
+Prediction", arXiv 2404.02905).
+
+One grid (scale) per step, coarse to fine; all tokens of a scale are predicted at once, bidirectional inside the
+scale and causal across scales (the block-causal mask of §3.2). The input of scale s is the latent rebuilt from
+scales 0..s-1, ``tokenizer.compose(ids, s)``, area-resized to scale s's grid (VAR's ``idxBl_to_var_input``); scale
+0 has nothing before it, so its input is the start token(s) (VAR's class token ``sos``). The inputs are features
+of the tokenizer's latent width, which the transformer projects (``feature_dim``).
+
+`CoarseToFineOrder` holds the code; `ScaleOrder` binds it to VAR's multi-scale residual tokenizer and
+`frequency.FrequencyOrder` to NFIG's frequency bands.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from argen.orders.base import Layout, Order, check_ids
+
+
+class CoarseToFineOrder(Order):
+    """One grid per step, in the tokenizer's grid order; inputs are the composed earlier grids, resized."""
+
+    input_kind = "features"
+
+    def _build_layout(self, grid_shapes: tuple[tuple[int, int], ...]) -> Layout:
+        steps, positions, sizes, cells, per_step = [], [], [], [], []
+        start = 0
+        for grid, (h, w) in enumerate(grid_shapes):
+            rows = torch.arange(h).repeat_interleave(w)
+            cols = torch.arange(w).repeat(h)
+            count = h * w
+            steps.append(torch.full((count,), grid))
+            positions.append(torch.stack([torch.full((count,), grid), rows, cols], dim=1))
+            sizes.append(torch.tensor([[h, w]]).expand(count, 2))
+            cells.append(torch.stack([torch.full((count,), grid), rows, cols], dim=1))
+            per_step.append(torch.arange(start, start + count))
+            start += count
+        return Layout(
+            grid_shapes=grid_shapes,
+            step_of=torch.cat(steps),
+            positions=torch.cat(positions),
+            sizes=torch.cat(sizes),
+            target_cells=torch.cat(cells),
+            positions_of_step=per_step,
+            inputs_of_step=[indices.clone() for indices in per_step],
+        )
+
+    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+        check_ids(ids, tokenizer.grid_shapes)
+        inputs = torch.cat([self.step_inputs(step, ids, tokenizer) for step in range(len(ids))], dim=1)
+        return inputs, self.targets(ids)
+
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+        h, w = tokenizer.grid_shapes[step]
+        # compose(ids, 0) is all zeros: step 0's slots carry no information and the transformer puts its start
+        # vector (plus the class embedding) there, VAR's sos token.
+        latent = tokenizer.compose(ids, step)  # (B, F, h_last, w_last)
+        if tuple(latent.shape[-2:]) != (h, w):
+            latent = F.interpolate(latent, size=(h, w), mode="area")
+        return latent.flatten(2).transpose(1, 2)  # (B, h*w, F)
+
+    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+        return tokenizer.decode_latent(tokenizer.compose(ids, step))
+
+
+class ScaleOrder(CoarseToFineOrder):
+    name = "scale"
+    tokenizer_kinds = ("multiscale",)

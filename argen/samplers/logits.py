@@ -1,0 +1,80 @@
+"""Logits → ids: classifier-free guidance, its schedule, temperature, top-k, top-p, seeded sampling.
+
+Legend: B batch, V vocabulary; ``(..., V)`` logits have any leading shape.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from argen.errors import ArgenError
+
+CFG_SCHEDULES = ("constant", "linear")
+
+
+def cfg_scale_at(step: int, num_steps: int, *, cfg_scale: float, schedule: str = "constant") -> float:
+    """The guidance scale s of ``step`` out of ``num_steps``.
+
+    "constant": s = cfg_scale at every step. "linear": VAR's ramp from 1 (unguided) at the first step to cfg_scale at
+    the last, s = 1 + (cfg_scale - 1) · step / (num_steps - 1); VAR writes it ``t = cfg · ratio``,
+    ``logits = (1 + t) · cond - t · uncond``, so VAR's ``cfg`` c is cfg_scale = 1 + c here.
+    """
+    if schedule not in CFG_SCHEDULES:
+        raise ArgenError(f"unknown cfg schedule {schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
+    if schedule == "constant" or cfg_scale == 1.0:
+        return float(cfg_scale)
+    ratio = step / (num_steps - 1) if num_steps > 1 else 1.0
+    return 1.0 + (cfg_scale - 1.0) * ratio
+
+
+def guide(cond: Tensor, uncond: Tensor, scale: float) -> Tensor:
+    """Classifier-free guidance (Ho & Salimans, arXiv 2207.12598): uncond + s · (cond - uncond)."""
+    return uncond + scale * (cond - uncond)
+
+
+def filter_top_k(logits: Tensor, top_k: int) -> Tensor:
+    """Logits with all but the ``top_k`` largest set to -inf (ties with the k-th are kept); 0 keeps all."""
+    if top_k <= 0 or top_k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: Tensor, top_p: float) -> Tensor:
+    """Nucleus filtering (Holtzman et al., arXiv 1904.09751): keep the smallest set of most likely tokens whose
+    probability sums to at least ``top_p``; 1.0 keeps all."""
+    if top_p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    # A token is dropped when the more likely ones already reach top_p; the most likely one always stays.
+    before = probs.cumsum(dim=-1) - probs
+    drop_sorted = before >= top_p
+    drop_sorted[..., 0] = False
+    drop = drop_sorted.scatter(-1, order, drop_sorted)
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample(
+    logits: Tensor,
+    *,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """(..., V) logits → (...) ids. Temperature 0 is greedy (argmax); otherwise softmax(logits / T) after top-k and
+    top-p, drawn with ``generator`` so that a seed fixes the result."""
+    if temperature < 0:
+        raise ArgenError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_top_p(filter_top_k(logits.float() / temperature, top_k), top_p)
+    probs = logits.softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])

@@ -1,0 +1,395 @@
+"""The one decoder-only transformer every order trains and samples (legend: B batch, L sequence, V vocabulary,
+D width, F feature width, H output heads).
+
+Pre-norm blocks of attention and a SwiGLU MLP on RMSNorm, as in LlamaGen (arXiv 2406.06525), optionally modulated
+by the class through AdaLN as in VAR (arXiv 2404.02905, ``AdaLNSelfAttn``): each block maps the class embedding to
+a scale, a shift and a gate for both of its branches. What the transformer needs from an order is a `Layout`:
+
+- inputs are ids (B, L) (``feature_dim == 0``; an embedding table of V + 1 rows, the last one the start token) or
+  features (B, L, F) (a linear projection, VAR's ``word_embed``). Positions fed at step 0 are start tokens either way:
+  the start vector plus the class embedding (LlamaGen's class token, VAR's ``sos``).
+- position embeddings are learned tables for the step, the row and the column, summed. Rows and columns are scaled
+  to a ``max_grid`` table by cell centre, so a 1×1 grid sits at the centre of a 7×7 one and grids of different
+  sizes share the table sensibly (VAR instead learns one table per scale, which fixes the scales).
+- attention uses ``F.scaled_dot_product_attention`` with an explicit boolean block-causal mask: position p sees q
+  iff step(q) ≤ step(p). With a `KVCache` the keys and values of earlier calls are reused and the mask is built
+  from the cached steps, so feeding a sequence step by step gives the same outputs as one full forward pass.
+- classes: index ``num_classes`` is the null class of classifier-free guidance; in training a label is replaced by
+  it with probability ``class_dropout``. An unconditional model (``num_classes == 0``) always uses the null class.
+- output: logits (B, L, V); with ``num_heads_out = H > 1`` (NAR's dimension-oriented heads, arXiv 2503.10696),
+  (B, L, H, V), where head k > 0 reads k extra transformer blocks stacked on the main ones, as NAR's vertical head
+  reads one extra block (its ``medusa`` layer). How the heads' outputs become target logits is the order's business.
+
+The model holds no sampling state: a sampler creates a cache with `Transformer.new_cache` and passes it in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from argen.errors import ArgenError
+from argen.orders.base import block_causal_mask
+
+if TYPE_CHECKING:
+    from argen.orders.base import Layout
+
+
+@dataclass
+class TransformerConfig:
+    """Everything that defines a transformer; plain JSON types, since it is written to ``config.json``.
+
+    ``vocab_size``, ``feature_dim``, ``num_heads_out``, ``max_steps`` and ``max_grid`` are dictated by the order
+    and the tokenizer: take them from ``order.model_settings(tokenizer)``.
+    """
+
+    vocab_size: int = 1024
+    num_classes: int = 0  # 0: unconditional
+    width: int = 192
+    depth: int = 4
+    heads: int = 6
+    mlp_ratio: float = 4.0  # SwiGLU hidden width = 2/3 · mlp_ratio · width, rounded up to a multiple of 8
+    class_dropout: float = 0.1
+    feature_dim: int = 0  # 0: the inputs are ids
+    max_steps: int = 64  # rows of the step embedding table
+    max_grid: int = 16  # rows of the row and column embedding tables
+    adaln: bool = True  # class-conditional AdaLN in every block and before the heads (VAR)
+    dropout: float = 0.0  # on the attention and MLP branches
+    num_heads_out: int = 1  # 2 for NAR's horizontal and vertical heads
+    norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        positive = ("vocab_size", "width", "depth", "heads", "max_steps", "max_grid", "num_heads_out")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ArgenError(f"transformer {name} must be at least 1, got {getattr(self, name)}")
+        if self.width % self.heads:
+            raise ArgenError(f"transformer width {self.width} is not divisible by heads {self.heads}")
+        if self.num_classes < 0 or self.feature_dim < 0:
+            raise ArgenError("transformer num_classes and feature_dim must be 0 or more")
+        if not 0.0 <= self.class_dropout < 1.0 or not 0.0 <= self.dropout < 1.0:
+            raise ArgenError("transformer class_dropout and dropout must be in [0, 1)")
+
+    @property
+    def hidden(self) -> int:
+        return 8 * math.ceil(2 * self.mlp_ratio * self.width / 3 / 8)
+
+
+# Architecture presets; the order and the tokenizer supply the rest (see TransformerConfig). Parameter counts are
+# for vocab 1024, 10 classes, AdaLN on and the default tables: tiny ≈ 50k (at vocab 64, for tests), 1m ≈ 0.95M,
+# 3m ≈ 3.1M, 10m ≈ 10M.
+PRESETS: dict[str, dict[str, int | float]] = {
+    "tiny": {"width": 32, "depth": 2, "heads": 2},
+    "1m": {"width": 112, "depth": 3, "heads": 4},
+    "3m": {"width": 192, "depth": 4, "heads": 6},
+    "10m": {"width": 320, "depth": 5, "heads": 5},
+}
+
+
+def preset_config(name: str, **fields: int | float | bool) -> TransformerConfig:
+    """The config of preset ``name`` with ``fields`` set (typically num_classes and order.model_settings(...))."""
+    if name not in PRESETS:
+        raise ArgenError(f"unknown transformer preset {name!r}: choose one of {', '.join(PRESETS)}")
+    return TransformerConfig(**{**PRESETS[name], **fields})
+
+
+class KVCache:
+    """Keys and values of the sequence positions fed so far, per layer, and their steps.
+
+    Preallocated for ``capacity`` positions; a forward pass writes its positions after the cached ones and then
+    advances ``length``. `rollback` forgets everything after a given length (speculative decoding needs it).
+    """
+
+    def __init__(
+        self,
+        *,
+        layers: int,
+        batch: int,
+        heads: int,
+        head_dim: int,
+        capacity: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ):
+        shape = (layers, batch, heads, capacity, head_dim)
+        self.keys = torch.zeros(shape, dtype=dtype, device=device)
+        self.values = torch.zeros(shape, dtype=dtype, device=device)
+        self.steps = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.length = 0
+
+    @property
+    def batch(self) -> int:
+        return self.keys.shape[1]
+
+    @property
+    def capacity(self) -> int:
+        return self.keys.shape[3]
+
+    def update(self, layer: int, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
+        """Write (B, heads, n, head_dim) keys and values after the cached ones; return all of them for ``layer``."""
+        end = self.length + keys.shape[2]
+        if end > self.capacity:
+            raise ArgenError(f"KV cache holds {self.capacity} positions, {end} were fed: make a larger one")
+        if keys.shape[0] != self.batch:
+            raise ArgenError(f"KV cache was made for batch {self.batch}, got {keys.shape[0]}")
+        self.keys[layer, :, :, self.length : end] = keys
+        self.values[layer, :, :, self.length : end] = values
+        return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
+
+    def advance(self, steps: Tensor) -> None:
+        """Commit the positions just written by every layer, with their steps (n,)."""
+        end = self.length + steps.numel()
+        self.steps[self.length : end] = steps
+        self.length = end
+
+    def rollback(self, length: int) -> None:
+        """Keep the first ``length`` cached positions and forget the rest."""
+        if not 0 <= length <= self.length:
+            raise ArgenError(f"cannot roll a KV cache of length {self.length} back to {length}")
+        self.length = length
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, width: int, *, eps: float, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(width)) if affine else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+        return x if self.weight is None else x * self.weight
+
+
+class Attention(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.heads = config.heads
+        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
+        self.proj = nn.Linear(config.width, config.width, bias=False)
+
+    def forward(self, x: Tensor, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+        batch, length, width = x.shape
+        qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
+        if cache is not None:
+            key, value = cache.update(layer, key, value)
+        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+        return self.proj(out.transpose(1, 2).reshape(batch, length, width))  # (B, L, D)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.gate_up = nn.Linear(config.width, 2 * config.hidden, bias=False)
+        self.down = nn.Linear(config.hidden, config.width, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class Block(nn.Module):
+    """Pre-norm attention + SwiGLU; with AdaLN, the class sets each branch's norm scale, shift and output gate."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        affine = not config.adaln
+        self.attention_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
+        self.attention = Attention(config)
+        self.mlp_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
+        self.mlp = SwiGLU(config)
+        self.modulation = nn.Linear(config.width, 6 * config.width) if config.adaln else None
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: Tensor, condition: Tensor | None, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+        if self.modulation is None:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask, cache, layer))
+            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        # VAR's AdaLNSelfAttn; gates are 1 + g rather than g, so that the zero-initialised modulation starts as a
+        # plain pre-norm block instead of an identity.
+        gate1, gate2, scale1, scale2, shift1, shift2 = self.modulation(condition).unsqueeze(1).chunk(6, dim=-1)
+        h = self.attention(self.attention_norm(x) * (1 + scale1) + shift1, mask, cache, layer)
+        x = x + self.dropout(h) * (1 + gate1)
+        h = self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)
+        return x + self.dropout(h) * (1 + gate2)
+
+
+class HeadNorm(nn.Module):
+    """The norm before an output head; with AdaLN the class sets its scale and shift (VAR's AdaLNBeforeHead)."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.norm = RMSNorm(config.width, eps=config.norm_eps, affine=not config.adaln)
+        self.modulation = nn.Linear(config.width, 2 * config.width) if config.adaln else None
+
+    def forward(self, x: Tensor, condition: Tensor | None) -> Tensor:
+        if self.modulation is None:
+            return self.norm(x)
+        scale, shift = self.modulation(condition).unsqueeze(1).chunk(2, dim=-1)
+        return self.norm(x) * (1 + scale) + shift
+
+
+class Transformer(nn.Module):
+    """Decoder-only transformer over an order's sequence: inputs + labels + layout → logits."""
+
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = config
+        width = config.width
+        if config.feature_dim:
+            self.feature_proj = nn.Linear(config.feature_dim, width)
+            self.start = nn.Parameter(torch.zeros(width))
+        else:
+            self.token_embed = nn.Embedding(config.vocab_size + 1, width)  # row vocab_size: the start token
+        self.class_embed = nn.Embedding(config.num_classes + 1, width)  # row num_classes: the null class
+        self.step_embed = nn.Embedding(config.max_steps, width)
+        self.row_embed = nn.Embedding(config.max_grid, width)
+        self.col_embed = nn.Embedding(config.max_grid, width)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        self.head_blocks = nn.ModuleList(Block(config) for _ in range(config.num_heads_out - 1))
+        self.head_norms = nn.ModuleList(HeadNorm(config) for _ in range(config.num_heads_out))
+        self.heads = nn.ModuleList(nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out))
+        self._init_weights()
+
+    def _init_weights(self, std: float = 0.02) -> None:
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.trunc_normal_(module.weight, std=std)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        if self.config.feature_dim:
+            nn.init.trunc_normal_(self.start, std=std)
+        # GPT-2 / VAR: the branches that write into the residual stream shrink with depth.
+        for block in [*self.blocks, *self.head_blocks]:
+            block.attention.proj.weight.data.div_(math.sqrt(2 * self.config.depth))
+            block.mlp.down.weight.data.div_(math.sqrt(2 * self.config.depth))
+        for module in self.modules():
+            if isinstance(module, (Block, HeadNorm)) and module.modulation is not None:
+                nn.init.zeros_(module.modulation.weight)
+                nn.init.zeros_(module.modulation.bias)
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks that keep keys and values: the main ones plus those of the extra heads."""
+        return self.config.depth + self.config.num_heads_out - 1
+
+    def new_cache(
+        self, batch: int, *, capacity: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> KVCache:
+        """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions."""
+        reference = self.class_embed.weight
+        return KVCache(
+            layers=self.num_layers,
+            batch=batch,
+            heads=self.config.heads,
+            head_dim=self.config.width // self.config.heads,
+            capacity=capacity,
+            dtype=dtype or reference.dtype,
+            device=device or reference.device,
+        )
+
+    def forward(
+        self,
+        inputs: Tensor,
+        labels: Tensor | None = None,
+        *,
+        layout: Layout,
+        index: Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> Tensor:
+        """Logits of the fed sequence positions.
+
+        Args:
+            inputs: (B, L) ids in [0, V] (V = start) or (B, L, F) features.
+            labels: (B,) classes in [0, num_classes] (num_classes = null), or None for the null class.
+            layout: the order's layout for the tokenizer's grids.
+            index: (L,) which layout positions ``inputs`` are (default: the first L); with a cache, those after
+                the cached ones, e.g. ``layout.inputs_of_step[s]``.
+            cache: a `KVCache` to read earlier positions from and append these to.
+
+        Returns:
+            (B, L, V) logits, or (B, L, H, V) with H = num_heads_out > 1.
+        """
+        config = self.config
+        self._check(inputs, layout)
+        batch, length = inputs.shape[:2]
+        device = inputs.device
+        if index is None:
+            index = torch.arange(length)
+        index = index.cpu()
+        steps = layout.step_of[index].to(device)
+        is_start = (steps == 0)[None, :, None]  # (1, L, 1)
+
+        if config.feature_dim:
+            x = torch.where(is_start, self.start, self.feature_proj(inputs))  # (B, L, D)
+        else:
+            x = self.token_embed(inputs)  # (B, L, D)
+        condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
+        x = x + is_start * condition[:, None, :]
+        x = x + self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
+
+        if cache is None:
+            mask = block_causal_mask(steps)
+        else:
+            mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
+        modulation = F.silu(condition) if config.adaln else None
+        for layer, block in enumerate(self.blocks):
+            x = block(x, modulation, mask, cache, layer)
+        outputs = []
+        for head in range(config.num_heads_out):
+            if head > 0:
+                x = self.head_blocks[head - 1](x, modulation, mask, cache, config.depth + head - 1)
+            outputs.append(self.heads[head](self.head_norms[head](x, modulation)))
+        if cache is not None:
+            cache.advance(steps)
+        return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
+
+    def _check(self, inputs: Tensor, layout: Layout) -> None:
+        config = self.config
+        if config.feature_dim and (inputs.dim() != 3 or inputs.shape[-1] != config.feature_dim):
+            raise ArgenError(
+                f"this transformer takes (B, L, {config.feature_dim}) features, got {tuple(inputs.shape)}: "
+                "build it with the order's model_settings"
+            )
+        if not config.feature_dim and (inputs.dim() != 2 or inputs.dtype != torch.long):
+            raise ArgenError(
+                f"this transformer takes (B, L) token ids, got {tuple(inputs.shape)} {inputs.dtype}: "
+                "build it with the order's model_settings"
+            )
+        if layout.num_steps > config.max_steps or layout.max_grid > config.max_grid:
+            raise ArgenError(
+                f"the layout has {layout.num_steps} steps and grids up to {layout.max_grid}, the transformer "
+                f"max_steps={config.max_steps} and max_grid={config.max_grid}: build it with the order's model_settings"
+            )
+
+    def _labels(self, labels: Tensor | None, batch: int, device: torch.device) -> Tensor:
+        null = self.config.num_classes
+        if labels is None:
+            return torch.full((batch,), null, dtype=torch.long, device=device)
+        if null == 0:
+            raise ArgenError("this transformer is unconditional (num_classes=0): pass labels=None")
+        if labels.shape != (batch,):
+            raise ArgenError(f"labels must be ({batch},), got {tuple(labels.shape)}")
+        labels = labels.to(device=device, dtype=torch.long)
+        if bool(((labels < 0) | (labels > null)).any()):
+            raise ArgenError(f"labels must lie in [0, {null}] ({null} is the null class)")
+        if self.training and self.config.class_dropout > 0:
+            # Classifier-free guidance training: the model also learns the unconditional distribution.
+            dropped = torch.rand(batch, device=device) < self.config.class_dropout
+            labels = torch.where(dropped, torch.full_like(labels, null), labels)
+        return labels
+
+    def _position_embedding(self, positions: Tensor, sizes: Tensor) -> Tensor:
+        """(L, 3) (step, row, col) and (L, 2) grid sizes → (L, D); rows and columns scaled by cell centre."""
+        table = self.config.max_grid
+        rows = (2 * positions[:, 1] + 1) * table // (2 * sizes[:, 0])
+        cols = (2 * positions[:, 2] + 1) * table // (2 * sizes[:, 1])
+        return self.step_embed(positions[:, 0]) + self.row_embed(rows) + self.col_embed(cols)
+
+
+__all__ = ["PRESETS", "KVCache", "Transformer", "TransformerConfig", "preset_config"]
