@@ -12,3 +12,14 @@ The data flow, one module per arrow:
 """
 
 __version__ = "0.1.0"
+
+__all__ = ["Pipeline", "__version__"]
+
+
+def __getattr__(name: str):
+    # Imported on first use, so `argen --help` does not pay for loading every module.
+    if name == "Pipeline":
+        from argen.pipeline import Pipeline
+
+        return Pipeline
+    raise AttributeError(f"module 'argen' has no attribute {name!r}")

@@ -128,6 +128,152 @@ def command_train_classifier(arguments: argparse.Namespace) -> None:
     )
 
 
+def integer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,3, got {text!r}") from None
+
+
+def command_train_tokenizer(arguments: argparse.Namespace) -> None:
+    from argen.tokenizers import TokenizerConfig
+    from argen.train import train_tokenizer
+
+    defaults = TokenizerConfig()
+    config = TokenizerConfig(
+        kind=arguments.tokenizer,
+        width=arguments.width,
+        downsample=arguments.downsample,
+        latent_dim=arguments.latent_dim,
+        codebook_size=arguments.codebook_size,
+        code_dim=arguments.code_dim,
+        fsq_levels=arguments.fsq_levels or defaults.fsq_levels,
+        band_geometry=arguments.band_geometry,
+        carry_error=not arguments.no_carry_error,
+        ssim_weight=arguments.ssim_weight,
+        reconstruction=arguments.reconstruction,
+    )
+    train_tokenizer(
+        arguments.data,
+        tokenizer=config,
+        training=training_config(arguments),
+        data_dir=arguments.data_dir,
+        image_size=arguments.image_size,
+        channels=arguments.channels,
+        scales=arguments.scales,
+    )
+
+
+def command_eval_tokenizer(arguments: argparse.Namespace) -> None:
+    from argen.evaluate import evaluate_tokenizer
+
+    image_path = arguments.image or f"{arguments.tokenizer.rstrip('/')}/reconstructions-{arguments.split}.png"
+    results = evaluate_tokenizer(
+        arguments.tokenizer,
+        arguments.data,
+        split=arguments.split,
+        data_dir=arguments.data_dir,
+        limit=arguments.limit,
+        json_path=arguments.json,
+        image_path=image_path,
+        progress=not arguments.no_progress,
+    )
+    width = max(len(name) for name in results)
+    for name, value in results.items():
+        print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+    print(f"originals above reconstructions: {image_path}")
+
+
+def command_encode(arguments: argparse.Namespace) -> None:
+    from argen.data import encode_dataset, load_dataset, release_fingerprint, save_token_cache
+    from argen.tokenizers import load_tokenizer
+
+    tokenizer, _ = load_tokenizer(arguments.tokenizer)
+    config = tokenizer.config
+    dataset = load_dataset(
+        arguments.data,
+        split=arguments.split,
+        data_dir=arguments.data_dir,
+        image_size=config.image_size,
+        channels=config.channels,
+        verbose=arguments.verbose,
+    )
+    ids = encode_dataset(tokenizer, dataset, progress=not arguments.no_progress)
+    save_token_cache(
+        arguments.out,
+        ids=ids,
+        labels=dataset.labels,
+        classes=dataset.classes,
+        codebook_size=tokenizer.codebook_size,
+        fingerprint=release_fingerprint(arguments.tokenizer),
+        spec=arguments.data,
+        split=arguments.split,
+    )
+    shapes = ", ".join(f"{height}×{width}" for height, width in tokenizer.grid_shapes)
+    print(f"encoded {len(dataset)} images into grids {shapes}: {arguments.out}")
+
+
+def command_train(arguments: argparse.Namespace) -> None:
+    from argen.train import train_generator
+
+    overrides = {}
+    if arguments.class_dropout is not None:
+        overrides["class_dropout"] = arguments.class_dropout
+    if arguments.dropout is not None:
+        overrides["dropout"] = arguments.dropout
+    train_generator(
+        arguments.tokenizer,
+        arguments.order,
+        arguments.data,
+        training=training_config(arguments),
+        preset=arguments.preset,
+        data_dir=arguments.data_dir,
+        tokens=arguments.tokens,
+        transformer_overrides=overrides,
+    )
+
+
+def parse_labels(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def command_sample(arguments: argparse.Namespace) -> None:
+    from argen.pipeline import sample_to_files
+
+    sample_to_files(
+        arguments.model,
+        labels=parse_labels(arguments.labels),
+        per_label=arguments.num,
+        cfg_scale=arguments.cfg_scale,
+        cfg_schedule=arguments.cfg_schedule,
+        temperature=arguments.temperature,
+        top_k=arguments.top_k,
+        top_p=arguments.top_p,
+        seed=arguments.seed,
+        sampler=arguments.sampler,
+        grid_path=arguments.out,
+        progress_path=arguments.progress,
+        npz_path=arguments.save_npz,
+        batch_size=arguments.batch_size,
+        device=arguments.device,
+    )
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
+    group.add_argument(
+        "--cfg-schedule", choices=("constant", "linear"), default="constant", help="linear: VAR's ramp over steps"
+    )
+    group.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
+    group.add_argument("--top-k", type=int, default=0, help="keep the K most likely ids (0 = all)")
+    group.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability")
+    group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
+    group.add_argument("--sampler", default="ar", help="ar (plain decoding)")
+    group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
+    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="argen",
@@ -165,6 +311,94 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--flip", action="store_true", help="mirror images left-right as augmentation")
     classifier.add_argument("--dropout", type=float, default=0.2, help="dropout before the last layer")
     classifier.set_defaults(handler=command_train_classifier)
+
+    tokenizer = commands.add_parser(
+        "train-tokenizer",
+        parents=[common],
+        help="train an image tokenizer: vq, fsq, multiscale (VAR) or frequency (NFIG)",
+        description="Train a conv autoencoder with a quantizer; the run directory becomes a tokenizer release.",
+    )
+    add_data_arguments(tokenizer)
+    tokenizer.add_argument("--tokenizer", required=True, choices=("vq", "fsq", "multiscale", "frequency"))
+    tokenizer.add_argument("--codebook-size", type=int, default=1024, help="K codes (vq, multiscale, frequency)")
+    tokenizer.add_argument("--width", type=int, default=64, help="channels of the first conv stage")
+    tokenizer.add_argument("--downsample", type=int, default=2, help="stride-2 stages: 28×28 → 7×7 with 2")
+    tokenizer.add_argument("--latent-dim", type=int, default=32, help="latent channels")
+    tokenizer.add_argument("--code-dim", type=int, default=8, help="vq: dimension of the l2-normalised codes")
+    tokenizer.add_argument("--fsq-levels", type=integer_list, help="fsq: levels per dimension, e.g. 8,8,4,4")
+    tokenizer.add_argument(
+        "--scales", type=integer_list, help="multiscale/frequency: grid sides, coarse to fine (default from the size)"
+    )
+    tokenizer.add_argument("--band-geometry", choices=("radial", "square"), default="radial", help="frequency masks")
+    tokenizer.add_argument(
+        "--no-carry-error", action="store_true", help="frequency: do not carry a band's quantization error onward"
+    )
+    tokenizer.add_argument("--reconstruction", choices=("l1", "l2"), default="l1")
+    tokenizer.add_argument("--ssim-weight", type=float, default=0.2, help="weight of the (1 - MS-SSIM) loss term")
+    add_training_arguments(tokenizer, batch_size=128, learning_rate=1e-3, warmup_steps=200, ema_decay=0.0)
+    tokenizer.set_defaults(handler=command_train_tokenizer)
+
+    evaluate = commands.add_parser(
+        "eval-tokenizer",
+        parents=[common],
+        help="PSNR, SSIM, codebook usage, perplexity and bits per image of a tokenizer",
+        description="Reconstruct a split with a trained tokenizer and measure it; saves originals above "
+        "reconstructions as a PNG.",
+    )
+    evaluate.add_argument("--tokenizer", required=True, help="tokenizer directory (a train-tokenizer --out)")
+    add_data_arguments(evaluate)
+    evaluate.add_argument("--split", choices=("train", "test"), default="test")
+    evaluate.add_argument("--limit", type=int, help="evaluate only the first N images")
+    evaluate.add_argument("--json", help="also write the numbers to this JSON file")
+    evaluate.add_argument("--image", help="PNG path (default: TOKENIZER/reconstructions-SPLIT.png)")
+    evaluate.add_argument("--no-progress", action="store_true")
+    evaluate.set_defaults(handler=command_eval_tokenizer)
+
+    encode = commands.add_parser(
+        "encode",
+        parents=[common],
+        help="encode a dataset's images to token ids once (a cache for generator training)",
+        description="Store every image's ids (compact integers) with the tokenizer's fingerprint; a cache made by "
+        "another tokenizer is refused when read.",
+    )
+    encode.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    add_data_arguments(encode)
+    encode.add_argument("--split", choices=("train", "test"), default="train")
+    encode.add_argument("--out", required=True, help="cache file to write, e.g. tokens.safetensors")
+    encode.add_argument("--no-progress", action="store_true")
+    encode.set_defaults(handler=command_encode)
+
+    train = commands.add_parser(
+        "train",
+        parents=[common],
+        help="train a generator: raster, scale (VAR), frequency (NFIG) or neighbor (NAR) on a tokenizer",
+        description="Train the transformer under a generation order on a tokenizer's ids; --out becomes a model "
+        "directory that `argen sample` and `argen.Pipeline.from_pretrained` load.",
+    )
+    train.add_argument("--tokenizer", required=True, help="tokenizer directory (train-tokenizer --out)")
+    train.add_argument("--order", required=True, choices=("raster", "scale", "frequency", "neighbor"))
+    add_data_arguments(train)
+    train.add_argument("--preset", default="3m", choices=("tiny", "1m", "3m", "10m"), help="transformer size")
+    train.add_argument("--tokens", help="token cache from `argen encode` (default: made in --out on first run)")
+    train.add_argument("--class-dropout", type=float, help="probability of training on the null class (CFG)")
+    train.add_argument("--dropout", type=float, help="dropout inside the transformer")
+    add_training_arguments(train, batch_size=128, learning_rate=1e-3, weight_decay=0.05, warmup_steps=200)
+    train.set_defaults(handler=command_train)
+
+    sample = commands.add_parser(
+        "sample",
+        parents=[common],
+        help="generate images from a model directory: a grid, a progress GIF, an npz",
+        description="Generate --num images per label and save them as one grid (a row per label).",
+    )
+    sample.add_argument("--model", required=True, help="model directory (argen train --out)")
+    sample.add_argument("--labels", help="comma-separated class indices or names (default: every class)")
+    sample.add_argument("--num", type=int, default=8, help="images per label (or in all, for unconditional models)")
+    sample.add_argument("--out", default="samples.png", help="PNG grid to write")
+    sample.add_argument("--progress", help="GIF of the decoded images after every step")
+    sample.add_argument("--save-npz", help="npz with `images` (uint8) and `labels`, for external evaluators")
+    add_sampling_arguments(sample)
+    sample.set_defaults(handler=command_sample)
     return parser
 
 

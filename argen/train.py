@@ -414,3 +414,135 @@ def fit(
     if context.is_main:
         tqdm.write(f"{task.kind} training {reason} at step {step}; checkpoint in {out}")
     return FitResult(step=step, reason=reason, out=out, last_logs=last_logs, is_main=context.is_main)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trainers on the shared loop
+
+
+def train_tokenizer(
+    data: str,
+    *,
+    tokenizer,
+    training: TrainingConfig,
+    data_dir: str | None = None,
+    image_size: int | None = None,
+    channels: int | None = None,
+    scales: list[int] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train the tokenizer that ``tokenizer`` (a `TokenizerConfig`) describes on the train split of ``data``.
+
+    The config's ``image_size`` and ``channels`` are taken from the data as loaded (``image_size``/``channels``
+    resize and convert; None keeps the source's own), so the release always matches what it was trained on.
+    ``scales`` (multi-grid kinds) None picks `default_scales` for the latent side, e.g. 1,2,3,4,5,7 for 28×28
+    images and 1,2,3,4,6,8 for 32×32.
+    """
+    from dataclasses import replace
+
+    from argen.data import images_to_float, load_dataset
+    from argen.tokenizers import build_tokenizer, default_scales
+
+    train_set = load_dataset(data, split="train", data_dir=data_dir, image_size=image_size, channels=channels)
+    channels, height, width = train_set.image_shape
+    if height != width:
+        raise ArgenError(f"tokenizers need square images, {data} gives {height}×{width}; pass --image-size")
+    latent_side = height // 2**tokenizer.downsample
+    config = replace(
+        tokenizer, channels=channels, image_size=height, scales=scales if scales else default_scales(latent_side)
+    )
+    build_tokenizer(config)  # refuse an impossible config (size not divisible, scales) before any work
+
+    def tokenizer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        # Call the (possibly DDP-wrapped) module itself so DDP sees the forward and synchronises gradients.
+        _, losses, stats = model(images_to_float(batch["images"]))
+        return torch.stack(list(losses.values())).sum(), {name: float(value) for name, value in stats.items()}
+
+    task = TrainingTask(
+        kind="tokenizer",
+        config=config,
+        build_model=lambda: build_tokenizer(config),
+        tensors={"images": train_set.images},
+        loss=tokenizer_loss,
+        extra={"data": data},
+    )
+    return fit(task, training, on_step=on_step)
+
+
+def train_generator(
+    tokenizer_directory: str,
+    order_name: str,
+    data: str,
+    *,
+    training: TrainingConfig,
+    preset: str = "3m",
+    data_dir: str | None = None,
+    tokens: str | None = None,
+    transformer_overrides: dict[str, Any] | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train a transformer under ``order_name`` on the ids of ``data`` as encoded by the tokenizer in
+    ``tokenizer_directory``. ``OUT`` becomes a model directory: ``OUT/tokenizer`` (a copy), ``OUT/generator``.
+
+    The ids come from a token cache: ``tokens`` if given, else ``OUT/tokens-train.safetensors``, made on the first
+    run (rank 0 encodes, the others wait) and refused if another tokenizer made it.
+    """
+    import torch.nn.functional as F
+
+    from argen.data import encode_dataset, load_dataset, load_token_cache, release_fingerprint, save_token_cache
+    from argen.orders import build_order
+    from argen.pipeline import GENERATOR_KIND, GeneratorConfig, copy_release
+    from argen.tokenizers import load_tokenizer
+    from argen.transformer import Transformer, preset_config
+
+    context = setup(training.device)
+    out = Path(training.out)
+    tokenizer, _ = load_tokenizer(tokenizer_directory)
+    tokenizer.requires_grad_(False)
+    order = build_order(order_name, tokenizer)  # refuses a tokenizer that does not fit, before any work
+    fingerprint = release_fingerprint(tokenizer_directory)
+    cache = Path(tokens) if tokens else out / "tokens-train.safetensors"
+    if not cache.exists():
+        if context.is_main:
+            dataset = load_dataset(
+                data, split="train", data_dir=data_dir, image_size=tokenizer.config.image_size,
+                channels=tokenizer.config.channels,
+            )  # fmt: skip
+            ids = encode_dataset(tokenizer, dataset, progress=training.progress)
+            save_token_cache(
+                cache, ids=ids, labels=dataset.labels, classes=dataset.classes,
+                codebook_size=tokenizer.codebook_size, fingerprint=fingerprint, spec=data, split="train",
+            )  # fmt: skip
+        context.barrier()
+    ids, labels, metadata = load_token_cache(cache, fingerprint=fingerprint)
+    if context.is_main:
+        copy_release(tokenizer_directory, out / "tokenizer")
+    classes = metadata["classes"] if labels is not None else []
+    tokenizer = tokenizer.to(context.device).eval()
+
+    settings = order.model_settings(tokenizer)
+    transformer_config = preset_config(preset, num_classes=len(classes), **settings, **(transformer_overrides or {}))
+    layout = order.layout(tokenizer.grid_shapes)
+    tensors = {f"grid_{index}": grid for index, grid in enumerate(ids)}
+    if labels is not None and classes:
+        tensors["labels"] = labels
+
+    def generator_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        grids = [batch[f"grid_{index}"] for index in range(len(ids))]
+        with torch.no_grad():
+            inputs, targets = order.train_inputs(grids, tokenizer)
+        logits = order.logits(model(inputs, batch.get("labels"), layout=layout), layout)  # (B, L, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+        accuracy = (logits.argmax(-1) == targets).float().mean()
+        return loss, {"token_accuracy": float(accuracy)}
+
+    task = TrainingTask(
+        kind=GENERATOR_KIND,
+        config=GeneratorConfig(order=order.name, transformer=config_to_dict(transformer_config)),
+        build_model=lambda: Transformer(transformer_config),
+        tensors=tensors,
+        loss=generator_loss,
+        release_directory=str(out / "generator"),
+        extra={"classes": classes, "tokenizer_fingerprint": fingerprint, "data": data},
+    )
+    return fit(task, training, context=context, on_step=on_step)

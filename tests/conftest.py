@@ -6,6 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+
+# Tiny tensors run fastest on one thread, and a second thread spinning against whatever else shares the machine's
+# two cores made small convolutions 10× slower here; tests pin one thread.
+torch.set_num_threads(1)
 
 
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:

@@ -1,0 +1,98 @@
+"""Tokenizers: images ⇄ token ids, one ``(B, h, w)`` grid per scale or band.
+
+Every tokenizer is a conv autoencoder (`autoencoder.Tokenizer`) with one quantizer between encoder and decoder,
+one file per quantizer:
+
+- ``vq``: nearest-code VQ with l2-normalised low-dimensional codes (LlamaGen), one grid.
+- ``fsq``: finite scalar quantization, an implicit codebook of prod(levels) codes, one grid.
+- ``multiscale``: VAR's multi-scale residual quantization, one grid per scale.
+- ``frequency``: NFIG's FR-VAE, one grid per frequency band.
+
+`build_tokenizer(TokenizerConfig(kind=...))` builds one and refuses a config that cannot work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from argen.errors import ArgenError
+from argen.tokenizers.autoencoder import Tokenizer
+from argen.tokenizers.frequency import FrequencyTokenizer
+from argen.tokenizers.fsq import FSQTokenizer
+from argen.tokenizers.multiscale import MultiScaleTokenizer
+from argen.tokenizers.vq import VQTokenizer
+
+
+@dataclass
+class TokenizerConfig:
+    """Everything that defines a tokenizer; plain JSON types, since it is written to ``config.json``.
+
+    The defaults give a 28×28 → 7×7 tokenizer with 1024 codes that trains on a CPU in minutes.
+    """
+
+    kind: str = "vq"  # one of TOKENIZERS
+    channels: int = 1  # 1 grayscale, 3 RGB
+    image_size: int = 28
+    # Autoencoder. Encoder: stem, then per stage `blocks` residual blocks and a stride-2 conv; decoder mirrors it.
+    width: int = 64  # channels of the first stage
+    downsample: int = 2  # number of stride-2 stages: 28 -> 7
+    channel_mult: list[int] | None = None  # per stage incl. the stem, length downsample + 1; None: [1, 2, 2, ...]
+    blocks: int = 1  # residual blocks per stage
+    latent_dim: int = 32  # encoder output / decoder input channels (VAR's Cvae)
+    # Codebook (vq, multiscale, frequency).
+    codebook_size: int = 1024
+    code_dim: int = 8  # vq only: low-dimensional l2-normalised codes (LlamaGen)
+    commitment: float = 0.25  # beta of the commitment term ||z - sg(q)||²
+    restart_after: int = 20  # re-initialise a code unused for this many training steps; 0 turns restarts off
+    # FSQ: levels per dimension, implicit codebook prod(levels) (codebook_size is ignored).
+    fsq_levels: list[int] = field(default_factory=lambda: [8, 8, 4, 4])
+    # Multi-grid kinds: the side of each square grid, coarse to fine; the last is the latent side.
+    scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 7])
+    quant_resi: float = 0.5  # VAR's phi: output = (1 - r)·h + r·conv(h)
+    phi_count: int = 4  # VAR's share_quant_resi: 0 one phi per scale, 1 shared, k>1 partially shared
+    band_geometry: str = "radial"  # frequency: "radial" (Euclidean) or "square" (Chebyshev) band masks
+    carry_error: bool = True  # frequency: each band also quantizes what earlier bands left unexplained
+    # Loss: reconstruction + ssim_weight·(1 - MS-SSIM) + codebook terms.
+    reconstruction: str = "l1"  # "l1" or "l2"
+    ssim_weight: float = 0.2
+
+
+TOKENIZERS: dict[str, type[Tokenizer]] = {
+    "vq": VQTokenizer,
+    "fsq": FSQTokenizer,
+    "multiscale": MultiScaleTokenizer,
+    "frequency": FrequencyTokenizer,
+}
+
+
+def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
+    """The tokenizer ``config.kind`` names; `ArgenError` if the kind is unknown or the config cannot work."""
+    if config.kind not in TOKENIZERS:
+        raise ArgenError(f"unknown tokenizer kind {config.kind!r}: choose one of {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[config.kind](config)
+
+
+def default_scales(side: int) -> list[int]:
+    """Grid sides, coarse to fine, for a ``side``×``side`` latent: VAR's lists where they exist (1,2,3,4,5,7 for
+    7×7; its 256-px 1,2,3,4,5,6,8,10,13,16 for 16×16), otherwise 1..4 then roughly geometric steps to ``side``."""
+    known = {7: [1, 2, 3, 4, 5, 7], 8: [1, 2, 3, 4, 6, 8], 16: [1, 2, 3, 4, 5, 6, 8, 10, 13, 16]}
+    if side in known:
+        return known[side]
+    if side <= 5:
+        return list(range(1, side + 1))
+    scales, value = [1, 2, 3, 4], 4.0
+    while round(value * 1.3) < side:
+        value *= 1.3
+        if round(value) > scales[-1]:
+            scales.append(round(value))
+    return [*scales, side]
+
+
+def load_tokenizer(directory) -> tuple[Tokenizer, dict]:
+    """A tokenizer release (``train-tokenizer --out``) → (tokenizer in eval mode, its config.json document)."""
+    from argen.checkpoint import load_release
+
+    return load_release(directory, kind="tokenizer", config_class=TokenizerConfig, build=build_tokenizer)
+
+
+__all__ = ["TOKENIZERS", "Tokenizer", "TokenizerConfig", "build_tokenizer", "default_scales", "load_tokenizer"]
