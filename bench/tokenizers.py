@@ -1,6 +1,6 @@
 """Train and evaluate tokenizers on Fashion-MNIST with argen's own commands; print the README's table.
 
-    python bench/tokenizers.py --kinds vq,fsq,multiscale,frequency --minutes 12 --out runs/tokenizers
+    python bench/tokenizers.py --kinds vq,fsq,multiscale,frequency --steps 2000 --out runs/tokenizers
 
 Each kind is trained with `argen train-tokenizer` (rerunning resumes, so an interrupted bench continues) and
 measured with `argen eval-tokenizer` on the 10000 test images. `--parallel 2` runs two trainings side by side with
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The recipe: one setting for all kinds, so the table compares quantizers, not tuning effort.
-RECIPE = ["--width", "32", "--latent-dim", "32", "--codebook-size", "1024", "--batch-size", "32",
+RECIPE = ["--width", "16", "--latent-dim", "32", "--codebook-size", "1024", "--batch-size", "32",
           "--learning-rate", "2e-3", "--warmup-steps", "200", "--save-every", "200", "--no-progress"]  # fmt: skip
 
 
@@ -28,24 +28,27 @@ def run(command: list[str], *, threads: int) -> None:
     subprocess.run(command, check=True, env=environment)
 
 
-def bench_kind(kind: str, *, minutes: float, out: Path, data: str, threads: int) -> dict:
+def bench_kind(kind: str, *, steps: int, minutes: float, out: Path, data: str, threads: int) -> dict:
+    """Train (or resume) one tokenizer under a step budget capped by a time budget, then evaluate it."""
     directory = out / kind
-    run([sys.executable, "-m", "argen", "train-tokenizer", "--data", data, "--tokenizer", kind,
-         "--out", str(directory), "--minutes", str(minutes), *RECIPE], threads=threads)  # fmt: skip
+    run([sys.executable, "-m", "argen", "train-tokenizer", "--data", data, "--tokenizer", kind, "--out", str(directory),
+         "--steps", str(steps), "--minutes", str(minutes), *RECIPE], threads=threads)  # fmt: skip
     results_path = out / f"{kind}.json"
     run([sys.executable, "-m", "argen", "eval-tokenizer", "--tokenizer", str(directory), "--data", data,
          "--json", str(results_path), "--no-progress"], threads=threads)  # fmt: skip
     results = json.loads(results_path.read_text())
     state = json.loads((directory / "config.json").read_text())["extra"]
     results["steps"] = state["step"]
-    results["minutes"] = minutes
+    metrics = (directory / "metrics.jsonl").read_text().splitlines()
+    results["minutes"] = json.loads(metrics[-1])["elapsed_seconds"] / 60
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--kinds", default="vq,fsq,multiscale,frequency")
-    parser.add_argument("--minutes", type=float, default=12.0, help="training budget per tokenizer")
+    parser.add_argument("--steps", type=int, default=2000, help="training steps per tokenizer (batch 32)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="time cap per tokenizer")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--out", default="runs/tokenizers")
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each when > 1)")
@@ -57,7 +60,14 @@ def main() -> None:
     with ThreadPoolExecutor(arguments.parallel) as pool:
         results = list(
             pool.map(
-                lambda kind: bench_kind(kind, minutes=arguments.minutes, out=out, data=arguments.data, threads=threads),
+                lambda kind: bench_kind(
+                    kind,
+                    steps=arguments.steps,
+                    minutes=arguments.minutes,
+                    out=out,
+                    data=arguments.data,
+                    threads=threads,
+                ),
                 kinds,
             )  # fmt: skip
         )
@@ -73,7 +83,7 @@ def main() -> None:
         grids = ",".join(str(scale) for scale in config["scales"]) if multi else f"{side}×{side}"
         lines.append(
             f"| {result['kind']} | {grids} | {result['tokens_per_image']} | {result['steps']} | "
-            f"{result['minutes']:g} | {result['psnr']:.2f} | {result['ssim']:.3f} | {result['codebook_usage']:.1%} | "
+            f"{result['minutes']:.1f} | {result['psnr']:.2f} | {result['ssim']:.3f} | {result['codebook_usage']:.1%} | "
             f"{result['perplexity']:.0f} | {result['bits_per_image_entropy']:.0f} |"
         )
     table = "\n".join(lines)
