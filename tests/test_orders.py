@@ -22,15 +22,6 @@ MULTI_GRID = [(1, 1), (2, 2), (3, 3), (4, 4)]
 KIND_FOR_ORDER = {"raster": "vq", "scale": "multiscale", "frequency": "frequency", "neighbor": "fsq"}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: handing each small op to a second thread costs more than it saves, worst on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @dataclass
 class FakeTokenizerConfig:
     kind: str

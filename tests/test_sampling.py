@@ -17,15 +17,6 @@ from argen.transformer import Transformer, preset_config
 NUM_CLASSES = 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: handing each small op to a second thread costs more than it saves, worst on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str):
     tokenizer = FakeTokenizer(KIND_FOR_ORDER[name])
     order = build_order(name, tokenizer)
