@@ -251,6 +251,7 @@ def command_sample(arguments: argparse.Namespace) -> None:
         top_p=arguments.top_p,
         seed=arguments.seed,
         sampler=arguments.sampler,
+        **({"window": arguments.window} if arguments.window else {}),
         grid_path=arguments.out,
         progress_path=arguments.progress,
         npz_path=arguments.save_npz,
@@ -269,7 +270,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--top-k", type=int, default=0, help="keep the K most likely ids (0 = all)")
     group.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability")
     group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
-    group.add_argument("--sampler", default="ar", help="ar (plain decoding)")
+    group.add_argument(
+        "--sampler",
+        choices=("ar", "jacobi"),
+        default="ar",
+        help="ar: plain decoding; jacobi: speculative Jacobi decoding for raster and neighbor",
+    )
+    group.add_argument(
+        "--window", type=int, help="jacobi: draft steps verified per pass (default 16 raster, 4 neighbor)"
+    )
     group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
     group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
