@@ -93,7 +93,8 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """latent (B, latent_dim, h, w) → images (B, C, h·2^downsample, w·2^downsample), not clamped.
 
-    One more residual block per stage than the encoder (as in VQGAN): reconstruction is the harder direction.
+    One more group of residual blocks than the encoder, at full resolution (as in VQGAN, whose decoder has an
+    extra block per level): reconstruction is the harder direction.
     """
 
     def __init__(self, config: TokenizerConfig):
@@ -309,6 +310,11 @@ class Tokenizer(nn.Module):
     def training_loss(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         """images → (scalar loss, logs): the loss terms, ``psnr`` (dB), ``usage`` (fraction of codes in the batch)."""
         _, losses, stats = self(images)
+        return self.combine(losses, stats)
+
+    @staticmethod
+    def combine(losses: dict[str, torch.Tensor], stats: dict[str, float]) -> tuple[torch.Tensor, dict[str, float]]:
+        """`forward`'s loss terms and stats → (scalar loss, logs), for trainers that call a DDP-wrapped module."""
         loss = torch.stack(list(losses.values())).sum()
         return loss, {**{name: float(value.detach()) for name, value in losses.items()}, **stats}
 
