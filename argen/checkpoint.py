@@ -50,6 +50,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     temporary = Path(temporary)
     try:
         write(temporary)
+        # mkstemp creates files only the owner can read; give the final file the permissions a plain open() would.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(temporary, 0o666 & ~umask)
         with open(temporary, "rb+") as stream:
             stream.flush()
             os.fsync(stream.fileno())

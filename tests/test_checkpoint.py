@@ -155,6 +155,15 @@ def test_rng_state_round_trips_through_weights_only_load(tmp_path):
     assert random.random() == expected[2]
 
 
+def test_atomic_write_gives_ordinary_permissions(tmp_path):
+    import os
+
+    atomic_write(tmp_path / "file.txt", lambda temporary: temporary.write_text("x"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "file.txt").stat().st_mode & 0o777 == 0o666 & ~umask
+
+
 def test_atomic_write_cleans_up_on_failure(tmp_path):
     def fail(temporary):
         temporary.write_text("half")

@@ -35,6 +35,16 @@ def tiny_config(kind: str, *, channels: int = 1, image_size: int = 28, **overrid
     return TokenizerConfig(**values)
 
 
+@pytest.fixture
+def one_thread():
+    """Training tests run single-threaded: on a loaded 2-core machine, two OpenMP threads on tiny convs spend
+    most of their time waiting for each other (10-50× slower), which would make the suite's time a lottery."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def structured_images(count: int, *, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
     """Random but learnable images in [-1, 1]: a bright axis-aligned rectangle on a dark, slightly noisy field."""
     generator = torch.Generator().manual_seed(seed)
@@ -114,7 +124,7 @@ def test_tokenizer_contract(kind, channels, size):
 def test_training_loss_logs_and_gradients(kind):
     tokenizer = build_tokenizer(tiny_config(kind, image_size=16, scales=[1, 2, 4])).train()
     loss, logs = tokenizer.training_loss(structured_images(4))
-    assert loss.dim() == 0 and math.isfinite(float(loss))
+    assert loss.dim() == 0 and math.isfinite(float(loss.detach()))
     assert {"psnr", "usage", "reconstruction", "ssim"} <= set(logs)
     assert 0 < logs["usage"] <= 1 and all(isinstance(value, float) for value in logs.values())
     if kind != "fsq":
@@ -145,9 +155,9 @@ def train(tokenizer, images: torch.Tensor, *, steps: int = 100, batch: int = 16,
 
 
 @pytest.mark.parametrize("kind", list(TOKENIZERS))
-def test_short_training_lowers_the_loss(kind):
+def test_short_training_lowers_the_loss(kind, one_thread):
     torch.manual_seed(0)
-    tokenizer = build_tokenizer(tiny_config(kind, image_size=16, scales=[1, 2, 4]))
+    tokenizer = build_tokenizer(tiny_config(kind, image_size=16, scales=[1, 2, 4], blocks=0))
     images = structured_images(256)
     held_out = structured_images(64, seed=1)
 
@@ -184,21 +194,24 @@ def test_dead_code_restart_moves_unused_codes_onto_encoder_outputs():
     assert frozen.restart([torch.tensor([0])], candidates) == 0 and torch.equal(frozen.weight, weights)
 
 
-def test_vq_restart_raises_codebook_usage():
+def test_vq_restart_raises_codebook_usage(one_thread):
     images = structured_images(256)
 
     def usage(restart_after: int) -> float:
         torch.manual_seed(0)
-        tokenizer = build_tokenizer(tiny_config("vq", image_size=16, codebook_size=128, restart_after=restart_after))
-        # A codebook squeezed into a small cap of the sphere: most codes lose every nearest-neighbour contest.
+        config = tiny_config("vq", image_size=16, codebook_size=128, restart_after=restart_after, blocks=0)
+        tokenizer = build_tokenizer(config)
+        # A collapsed codebook (every code the same vector): ties go to the lowest index, so without restarts the
+        # other codes never win a nearest-neighbour contest and never receive a gradient.
         with torch.no_grad():
-            tokenizer.quantizer.codebook.weight.mul_(0.05).add_(torch.tensor([1.0, 0.0, 0.0, 0.0]))
+            weight = tokenizer.quantizer.codebook.weight
+            weight.copy_(weight[:1].expand_as(weight))
         train(tokenizer, images, steps=60)
         tokenizer.eval()
         return tokenizer.codebook_statistics(tokenizer.encode(images))["usage"]
 
     without, with_restart = usage(0), usage(5)
-    assert with_restart > without + 0.2, (without, with_restart)
+    assert with_restart > 0.5 > without, (without, with_restart)
 
 
 @pytest.mark.parametrize("levels", [[8, 8, 4, 4], [8, 5, 5, 5], [2, 3], [7]])
@@ -334,10 +347,10 @@ def test_multiscale_ssim_works_at_28_and_is_differentiable():
     a = torch.rand(4, 1, 28, 28, generator=generator) * 2 - 1
     b = (a + 0.2 * torch.randn(a.shape, generator=generator)).clamp(-1, 1).requires_grad_()
     value = multiscale_ssim(b, a)
-    assert 0 < float(value) < 1
+    assert 0 < float(value.detach()) < 1
     assert abs(float(multiscale_ssim(a, a)) - 1) < 1e-6
     worse = multiscale_ssim((a + 0.5 * torch.randn(a.shape, generator=generator)).clamp(-1, 1), a)
-    assert float(worse) < float(value)
+    assert float(worse) < float(value.detach())
     value.backward()
     assert torch.isfinite(b.grad).all() and b.grad.abs().sum() > 0
     with pytest.raises(ArgenError, match="too small"):

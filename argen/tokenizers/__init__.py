@@ -34,7 +34,7 @@ class TokenizerConfig:
     channels: int = 1  # 1 grayscale, 3 RGB
     image_size: int = 28
     # Autoencoder. Encoder: stem, then per stage `blocks` residual blocks and a stride-2 conv; decoder mirrors it.
-    width: int = 64  # channels of the first stage
+    width: int = 16  # channels of the first stage (doubled per stage: 16, 32, 64 at 28, 14, 7)
     downsample: int = 2  # number of stride-2 stages: 28 -> 7
     channel_mult: list[int] | None = None  # per stage incl. the stem, length downsample + 1; None: [1, 2, 2, ...]
     blocks: int = 1  # residual blocks per stage
