@@ -28,14 +28,23 @@ def run(command: list[str], *, threads: int) -> None:
     subprocess.run(command, check=True, env=environment)
 
 
-def bench_kind(kind: str, *, steps: int, minutes: float, out: Path, data: str, threads: int) -> dict:
-    """Train (or resume) one tokenizer under a step budget capped by a time budget, then evaluate it."""
+def bench_kind(kind: str, *, steps: int, minutes: float, out: Path, data: str, threads: int, report: bool) -> dict:
+    """Train (or resume) one tokenizer under a step budget capped by a time budget, then evaluate it.
+
+    With ``report`` only the results already written by an earlier run are read back (no training, no eval).
+    """
     directory = out / kind
+    results_path = out / f"{kind}.json"
+    if report:
+        return collect(directory, results_path)
     run([sys.executable, "-m", "argen", "train-tokenizer", "--data", data, "--tokenizer", kind, "--out", str(directory),
          "--steps", str(steps), "--minutes", str(minutes), *RECIPE], threads=threads)  # fmt: skip
-    results_path = out / f"{kind}.json"
     run([sys.executable, "-m", "argen", "eval-tokenizer", "--tokenizer", str(directory), "--data", data,
          "--json", str(results_path), "--no-progress"], threads=threads)  # fmt: skip
+    return collect(directory, results_path)
+
+
+def collect(directory: Path, results_path: Path) -> dict:
     results = json.loads(results_path.read_text())
     state = json.loads((directory / "config.json").read_text())["extra"]
     results["steps"] = state["step"]
@@ -52,6 +61,7 @@ def main() -> None:
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--out", default="runs/tokenizers")
     parser.add_argument("--parallel", type=int, default=2, help="trainings at once (one thread each when > 1)")
+    parser.add_argument("--report", action="store_true", help="only print the table of an earlier run's results")
     arguments = parser.parse_args()
     out = Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +77,7 @@ def main() -> None:
                     out=out,
                     data=arguments.data,
                     threads=threads,
+                    report=arguments.report,
                 ),
                 kinds,
             )  # fmt: skip
