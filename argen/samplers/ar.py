@@ -28,6 +28,37 @@ class GenerationOutput:
     forward_passes: int
 
 
+def prepare_labels(
+    model: Any,
+    labels: Tensor | None,
+    *,
+    batch_size: int | None,
+    cfg_scale: float,
+    cfg_schedule: str,
+    device: torch.device,
+) -> tuple[Tensor | None, int, bool]:
+    """Check the request every sampler shares and return (labels, B, guided).
+
+    With guidance the labels come back doubled, (2B,) conditional then null class, because classifier-free guidance
+    runs both halves in one batch (LlamaGen, VAR).
+    """
+    if labels is not None:
+        labels = labels.to(device=device, dtype=torch.long)
+        if labels.dim() != 1 or (batch_size is not None and batch_size != labels.shape[0]):
+            raise ArgenError(f"labels must be a (B,) tensor matching batch_size, got {tuple(labels.shape)}")
+        batch_size = labels.shape[0]
+    if batch_size is None or batch_size < 1:
+        raise ArgenError("give labels (B,) or, for unconditional sampling, batch_size")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
+    guided = cfg_scale != 1.0
+    if guided and (labels is None or model.config.num_classes == 0):
+        raise ArgenError("classifier-free guidance needs a class-conditional model and labels: use cfg_scale=1")
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # (2B,) cond then null
+    return labels, batch_size, guided
+
+
 @torch.no_grad()
 def generate(
     model: Any,
@@ -59,22 +90,10 @@ def generate(
     """
     layout = order.layout(tokenizer.grid_shapes)
     order.check_model(model.config, tokenizer)
-    parameter = next(model.parameters())
-    device = parameter.device
-    if labels is not None:
-        labels = labels.to(device=device, dtype=torch.long)
-        if labels.dim() != 1 or (batch_size is not None and batch_size != labels.shape[0]):
-            raise ArgenError(f"labels must be a (B,) tensor matching batch_size, got {tuple(labels.shape)}")
-        batch_size = labels.shape[0]
-    if batch_size is None or batch_size < 1:
-        raise ArgenError("give labels (B,) or, for unconditional sampling, batch_size")
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
-    guided = cfg_scale != 1.0
-    if guided and (labels is None or model.config.num_classes == 0):
-        raise ArgenError("classifier-free guidance needs a class-conditional model and labels: use cfg_scale=1")
-    if guided:
-        labels = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # (2B,) cond then null
+    device = next(model.parameters()).device
+    labels, batch_size, guided = prepare_labels(
+        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
+    )
 
     ids = [torch.zeros(batch_size, h, w, dtype=torch.long, device=device) for h, w in layout.grid_shapes]
     rows = 2 * batch_size if guided else batch_size

@@ -55,8 +55,8 @@ from torch import Tensor
 
 from argen.errors import ArgenError
 from argen.orders.base import Order
-from argen.samplers.ar import GenerationOutput
-from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, filter_top_k, filter_top_p, guide
+from argen.samplers.ar import GenerationOutput, prepare_labels
+from argen.samplers.logits import cfg_scale_at, filter_top_k, filter_top_p, guide
 
 SUPPORTED_ORDERS = ("raster", "neighbor")
 # A window counts steps: 16 raster tokens are one row of a 16×16 grid; 4 anti-diagonals of it are up to 64 tokens.
@@ -152,23 +152,12 @@ def generate_jacobi(
         raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
     if not 0.0 < top_p <= 1.0:
         raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
     layout = order.layout(tokenizer.grid_shapes)
     order.check_model(model.config, tokenizer)
     device = next(model.parameters()).device
-    if labels is not None:
-        labels = labels.to(device=device, dtype=torch.long)
-        if labels.dim() != 1 or (batch_size is not None and batch_size != labels.shape[0]):
-            raise ArgenError(f"labels must be a (B,) tensor matching batch_size, got {tuple(labels.shape)}")
-        batch_size = labels.shape[0]
-    if batch_size is None or batch_size < 1:
-        raise ArgenError("give labels (B,) or, for unconditional sampling, batch_size")
-    guided = cfg_scale != 1.0
-    if guided and (labels is None or model.config.num_classes == 0):
-        raise ArgenError("classifier-free guidance needs a class-conditional model and labels: use cfg_scale=1")
-    if guided:
-        labels = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # (2B,) cond then null
+    labels, batch_size, guided = prepare_labels(
+        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
+    )
 
     batch, num_steps, vocab = batch_size, layout.num_steps, int(model.config.vocab_size)
     (h, w) = layout.grid_shapes[0]
