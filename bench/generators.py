@@ -30,6 +30,8 @@ def run(command: list[str], *, threads: int) -> str:
 
 def bench_order(order: str, arguments: argparse.Namespace, *, threads: int) -> dict:
     out = Path(arguments.out) / order
+    if arguments.report:
+        return collect(order, out, (out / "sample.log").read_text())
     tokenizer = Path(arguments.tokenizers) / TOKENIZER_FOR[order]
     run([sys.executable, "-m", "argen", "train", "--tokenizer", str(tokenizer), "--order", order,
          "--data", arguments.data, "--out", str(out), "--preset", arguments.preset, "--minutes", str(arguments.minutes),
@@ -41,6 +43,11 @@ def bench_order(order: str, arguments: argparse.Namespace, *, threads: int) -> d
                    "--cfg-scale", str(arguments.cfg_scale), "--top-k", str(arguments.top_k), "--seed", "0",
                    "--out", str(images / f"samples-{order}.png"), "--progress", str(images / f"progress-{order}.gif"),
                    "--save-npz", str(out / "samples.npz")], threads=threads)  # fmt: skip
+    (out / "sample.log").write_text(printed)
+    return collect(order, out, printed)
+
+
+def collect(order: str, out: Path, printed: str) -> dict:
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     return {
         "order": order,
@@ -67,6 +74,7 @@ def main() -> None:
     parser.add_argument("--out", default="runs/generators")
     parser.add_argument("--images", default="docs")
     parser.add_argument("--parallel", type=int, default=2)
+    parser.add_argument("--report", action="store_true", help="only print the table of an earlier run")
     arguments = parser.parse_args()
     threads = 1 if arguments.parallel > 1 else os.cpu_count() or 1
     with ThreadPoolExecutor(arguments.parallel) as pool:
