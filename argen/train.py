@@ -325,7 +325,12 @@ def fit(
     run_start = time.perf_counter() - elapsed
     epoch_indices, indexed_epoch = torch.empty(0, dtype=torch.long), -1
     with _InterruptFlag() as interrupt:
-        while budget_steps is None or step < budget_steps:
+        # A resumed run whose time budget is already spent must not take another step (elapsed comes from the
+        # saved state, so every rank agrees).
+        time_left = training.minutes is None or elapsed < training.minutes * 60
+        if not time_left:
+            reason = "time budget"
+        while time_left and (budget_steps is None or step < budget_steps):
             epoch, position = divmod(step, steps_per_epoch)
             if epoch != indexed_epoch:
                 sampler.set_epoch(epoch)

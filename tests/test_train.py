@@ -138,6 +138,9 @@ def test_budgets(tmp_path):
     assert fit(make_task(), training(tmp_path / "both", steps=5, epochs=2)).step == 5
     result = fit(make_task(), training(tmp_path / "m", steps=None, minutes=1e-9))
     assert result.reason == "time budget" and result.step == 1
+    # Rerunning a run whose time is used up takes no further step.
+    again = fit(make_task(), training(tmp_path / "m", steps=None, minutes=1e-9))
+    assert again.reason == "time budget" and again.step == 1
     with pytest.raises(ArgenError, match="larger than the 96 training examples"):
         fit(make_task(), training(tmp_path / "big", batch_size=128))
 
