@@ -284,6 +284,8 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from argen.tokenizers import TokenizerConfig
+
     parser = argparse.ArgumentParser(
         prog="argen",
         description="Autoregressive image generation over learned tokenizers: next-frequency (NFIG), next-scale "
@@ -329,11 +331,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_data_arguments(tokenizer)
     tokenizer.add_argument("--tokenizer", required=True, choices=("vq", "fsq", "multiscale", "frequency"))
-    tokenizer.add_argument("--codebook-size", type=int, default=1024, help="K codes (vq, multiscale, frequency)")
-    tokenizer.add_argument("--width", type=int, default=64, help="channels of the first conv stage")
-    tokenizer.add_argument("--downsample", type=int, default=2, help="stride-2 stages: 28×28 → 7×7 with 2")
-    tokenizer.add_argument("--latent-dim", type=int, default=32, help="latent channels")
-    tokenizer.add_argument("--code-dim", type=int, default=8, help="vq: dimension of the l2-normalised codes")
+    defaults = TokenizerConfig()  # the CLI's defaults are the library's, so the two never drift apart
+    tokenizer.add_argument(
+        "--codebook-size", type=int, default=defaults.codebook_size, help="K codes (vq, multiscale, frequency)"
+    )
+    tokenizer.add_argument("--width", type=int, default=defaults.width, help="channels of the first conv stage")
+    tokenizer.add_argument(
+        "--downsample", type=int, default=defaults.downsample, help="stride-2 stages: 28×28 → 7×7 with 2"
+    )
+    tokenizer.add_argument("--latent-dim", type=int, default=defaults.latent_dim, help="latent channels")
+    tokenizer.add_argument(
+        "--code-dim", type=int, default=defaults.code_dim, help="vq: dimension of the l2-normalised codes"
+    )
     tokenizer.add_argument("--fsq-levels", type=integer_list, help="fsq: levels per dimension, e.g. 8,8,4,4")
     tokenizer.add_argument(
         "--scales", type=integer_list, help="multiscale/frequency: grid sides, coarse to fine (default from the size)"
@@ -342,9 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.add_argument(
         "--no-carry-error", action="store_true", help="frequency: do not carry a band's quantization error onward"
     )
-    tokenizer.add_argument("--reconstruction", choices=("l1", "l2"), default="l1")
-    tokenizer.add_argument("--ssim-weight", type=float, default=0.2, help="weight of the (1 - MS-SSIM) loss term")
-    add_training_arguments(tokenizer, batch_size=128, learning_rate=1e-3, warmup_steps=200, ema_decay=0.0)
+    tokenizer.add_argument("--reconstruction", choices=("l1", "l2"), default=defaults.reconstruction)
+    tokenizer.add_argument(
+        "--ssim-weight", type=float, default=defaults.ssim_weight, help="weight of the (1 - MS-SSIM) loss term"
+    )
+    add_training_arguments(tokenizer, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.0)
     tokenizer.set_defaults(handler=command_train_tokenizer)
 
     evaluate = commands.add_parser(

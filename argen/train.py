@@ -446,7 +446,7 @@ def train_tokenizer(
     from dataclasses import replace
 
     from argen.data import images_to_float, load_dataset
-    from argen.tokenizers import build_tokenizer, default_scales
+    from argen.tokenizers import Tokenizer, build_tokenizer, default_scales
 
     train_set = load_dataset(data, split="train", data_dir=data_dir, image_size=image_size, channels=channels)
     channels, height, width = train_set.image_shape
@@ -461,7 +461,7 @@ def train_tokenizer(
     def tokenizer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         # Call the (possibly DDP-wrapped) module itself so DDP sees the forward and synchronises gradients.
         _, losses, stats = model(images_to_float(batch["images"]))
-        return torch.stack(list(losses.values())).sum(), {name: float(value) for name, value in stats.items()}
+        return Tokenizer.combine(losses, stats)
 
     task = TrainingTask(
         kind="tokenizer",

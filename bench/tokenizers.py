@@ -18,8 +18,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 # The recipe: one setting for all kinds, so the table compares quantizers, not tuning effort.
-RECIPE = ["--width", "16", "--latent-dim", "32", "--codebook-size", "1024", "--batch-size", "32",
-          "--learning-rate", "2e-3", "--warmup-steps", "200", "--save-every", "200", "--no-progress"]  # fmt: skip
+RECIPE = ["--width", "16", "--latent-dim", "32", "--reconstruction", "l1", "--codebook-size", "1024",
+          "--batch-size", "32", "--learning-rate", "2e-3", "--warmup-steps", "200", "--save-every", "200",
+          "--no-progress"]  # fmt: skip
 
 
 def run(command: list[str], *, threads: int) -> None:

@@ -35,16 +35,6 @@ def tiny_config(kind: str, *, channels: int = 1, image_size: int = 28, **overrid
     return TokenizerConfig(**values)
 
 
-@pytest.fixture
-def one_thread():
-    """Training tests run single-threaded: on a loaded 2-core machine, two OpenMP threads on tiny convs spend
-    most of their time waiting for each other (10-50× slower), which would make the suite's time a lottery."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def structured_images(count: int, *, channels: int = 1, size: int = 16, seed: int = 0) -> torch.Tensor:
     """Random but learnable images in [-1, 1]: a bright axis-aligned rectangle on a dark, slightly noisy field."""
     generator = torch.Generator().manual_seed(seed)
@@ -155,7 +145,7 @@ def train(tokenizer, images: torch.Tensor, *, steps: int = 100, batch: int = 16,
 
 
 @pytest.mark.parametrize("kind", list(TOKENIZERS))
-def test_short_training_lowers_the_loss(kind, one_thread):
+def test_short_training_lowers_the_loss(kind):
     torch.manual_seed(0)
     tokenizer = build_tokenizer(tiny_config(kind, image_size=16, scales=[1, 2, 4], blocks=0))
     images = structured_images(256)
@@ -194,7 +184,7 @@ def test_dead_code_restart_moves_unused_codes_onto_encoder_outputs():
     assert frozen.restart([torch.tensor([0])], candidates) == 0 and torch.equal(frozen.weight, weights)
 
 
-def test_vq_restart_raises_codebook_usage(one_thread):
+def test_vq_restart_raises_codebook_usage():
     images = structured_images(256)
 
     def usage(restart_after: int) -> float:

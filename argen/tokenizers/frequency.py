@@ -1,14 +1,15 @@
 """Frequency-band residual quantization, NFIG's FR-VAE: "NFIG: Autoregressive Image Generation with
-Next-Frequency Prediction" (Huang et al., arXiv 2503.07076), §3.2 (frequency-guided residual-quantized VAE).
+Next-Frequency Prediction" (Huang et al., arXiv 2503.07076; later versions titled "NFIG: Multi-Scale
+Autoregressive Image Generation via Frequency Ordering"), its frequency-guided residual-quantized VAE (FR-VAE).
 
 The latent f (B, D, n, n) is split into S frequency bands by masks M_i on its centred spectrum,
 
-    f_i = IFFT(FFT(f) ⊙ M_i)                                    (§3.2, band decomposition)
+    f_i = IFFT(FFT(f) ⊙ M_i)                                    (FR-VAE band decomposition)
 
 and band i is tokenized as an h_i × w_i grid (the ``scales``), coarse to fine, on one shared codebook. Band edges
 grow with each band's share of the tokens,
 
-    σ_i = σ_{i-1} + (h_i·w_i / Σ_j h_j·w_j)·σ_max,  σ_0 = 0      (§3.2, mask thresholds)
+    σ_i = σ_{i-1} + (h_i·w_i / Σ_j h_j·w_j)·σ_max,  σ_0 = 0      (FR-VAE mask thresholds)
 
 so the first grid (1×1) gets the DC term, and the last band everything from σ_{S-1} out to the corner σ_max. A
 frequency belongs to band i when σ_{i-1} ≤ r < σ_i (the last band is closed at infinity), so the masks partition
@@ -27,6 +28,9 @@ Choices the paper leaves open, and the config flag holding the alternative:
   of a real latent is real. Note that with few tokens in early grids some radial bands can be empty on a small
   latent (7×7 with scales 1, 2, 3, 4, 5, 7: bands 2 and 3); those grids then carry only the earlier bands'
   quantization error.
+- Edge scale: σ_max is the largest radius on the latent's frequency grid (the corner, √2·n/2 for radial
+  masks), so the last threshold lands exactly on it and no frequency is left out; no flag, any other σ_max
+  only moves the edges.
 - Residual update, ``carry_error``: True (default) quantizes band i *plus what earlier bands left unexplained*,
   target_i = Σ_{j≤i} f_j - Σ_{j<i} f̂_j (the low-pass of f up to band i minus the reconstruction so far), so the
   last grid sees f - f̂ exactly like VAR's last scale and errors never accumulate. False quantizes each band on
@@ -58,7 +62,7 @@ def band_masks(side: int, scales: Sequence[int], *, geometry: str = "radial") ->
     """The S band masks (S, side, side) of the centred spectrum (DC at index side // 2); 0/1 floats, a partition.
 
     ``scales[i]`` is the side of band i's token grid; band i spans radii [σ_{i-1}, σ_i) with the thresholds of
-    §3.2 growing in proportion to the bands' token counts.
+    FR-VAE growing in proportion to the bands' token counts.
     """
     if geometry not in BAND_GEOMETRIES:
         raise ArgenError(f"band_geometry must be one of {', '.join(BAND_GEOMETRIES)}, got {geometry!r}")
@@ -66,7 +70,7 @@ def band_masks(side: int, scales: Sequence[int], *, geometry: str = "radial") ->
     u, v = frequencies.view(-1, 1), frequencies.view(1, -1)
     radius = torch.sqrt(u.square() + v.square()) if geometry == "radial" else torch.maximum(u.abs(), v.abs())
     tokens = torch.tensor([scale * scale for scale in scales], dtype=torch.float64)
-    thresholds = torch.cumsum(tokens / tokens.sum(), 0) * radius.max()  # σ_i, §3.2
+    thresholds = torch.cumsum(tokens / tokens.sum(), 0) * radius.max()  # FR-VAE thresholds σ_i
     # Band index = how many thresholds lie at or below the radius; the last threshold (σ_max) is left out so
     # the corner frequencies fall in the last band instead of past it.
     band = torch.bucketize(radius, thresholds[:-1], right=True)
@@ -74,7 +78,7 @@ def band_masks(side: int, scales: Sequence[int], *, geometry: str = "radial") ->
 
 
 def split_bands(latent: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """latent (B, D, h, w) and masks (S, h, w) → bands (S, B, D, h, w), f_i = IFFT(FFT(f) ⊙ M_i) (§3.2)."""
+    """latent (B, D, h, w) and masks (S, h, w) → bands (S, B, D, h, w), f_i = IFFT(FFT(f) ⊙ M_i)."""
     spectrum = torch.fft.fftshift(torch.fft.fft2(latent.float()), dim=(-2, -1))  # (B, D, h, w), DC centred
     masked = spectrum.unsqueeze(0) * masks[:, None, None]  # (S, B, D, h, w)
     return torch.fft.ifft2(torch.fft.ifftshift(masked, dim=(-2, -1))).real.to(latent.dtype)

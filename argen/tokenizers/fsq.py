@@ -1,7 +1,8 @@
 """Finite scalar quantization: "Finite Scalar Quantization: VQ-VAE Made Simple" (Mentzer et al., arXiv 2309.15505).
 
 The latent (B, D, h, w) is projected by a 1×1 conv to one channel per entry of ``fsq_levels``; each channel is
-bounded to (-L/2, L/2) with tanh and rounded to one of L integer levels (§3, Eq. 1 and the bound of App. A.1),
+bounded to about (-L/2, L/2) with tanh and rounded to one of L integer levels (§3, and the even-L offset of the
+paper's reference code),
 with a straight-through gradient; a 1×1 conv projects the codes back to D. The codebook is implicit: the
 prod(levels) points of the grid (1024 for the default [8, 8, 4, 4]), so there is nothing to learn, restart or
 collapse, and no codebook loss.
@@ -45,7 +46,7 @@ class FiniteScalarQuantizer(Quantizer):
         self.register_buffer("basis", basis.view(1, -1, 1, 1), persistent=False)
 
     def bound(self, z: torch.Tensor) -> torch.Tensor:
-        """z → values that round to exactly the L integers -⌊L/2⌋ … ⌈L/2⌉ - 1, per channel (App. A.1).
+        """z → values that round to exactly the L integers -⌊L/2⌋ … ⌈L/2⌉ - 1, per channel.
 
         Even L needs the half-step offset and the matching input shift, which keeps z = 0 mapped to 0.
         """

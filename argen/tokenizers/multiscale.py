@@ -1,12 +1,12 @@
 """Multi-scale residual quantization: "Visual Autoregressive Modeling: Scalable Image Generation via Next-Scale
-Prediction" (Tian et al., arXiv 2404.02905), §3.2 and Algorithm 1.
+Prediction" (Tian et al., arXiv 2404.02905), §3.2 and Algorithm 1 (multi-scale VQVAE encoding).
 
 The latent f (B, D, n, n) becomes one id grid per scale s = 1 … S (sides ``scales``, the last = n), coarse to
 fine, on one shared Euclidean codebook of D-dimensional codes:
 
     r_s = f - f̂_{s-1}                                     (the residual, f̂_0 = 0)
-    z_s = Q(area-downsample(r_s, side_s))                  (Algorithm 1, "z_k = Q(interpolate(f, h_k, w_k))")
-    f̂_s = f̂_{s-1} + φ_s(bicubic-upsample(lookup(z_s), n))  (Algorithm 1, "f = f - φ_k(z_k)")
+    z_s = Q(area-downsample(r_s, side_s))                  (Algorithm 1: r_k = Q(interpolate(f, h_k, w_k)))
+    f̂_s = f̂_{s-1} + φ_s(bicubic-upsample(lookup(z_s), n))  (Algorithm 1: f = f - φ_k(interpolate(z_k, h_K, w_K)))
 
 φ_s is VAR's refinement conv, blended as (1 - r)·h + r·conv3×3(h) with r = ``quant_resi`` (0.5), and
 partially shared: ``phi_count`` convs, scale s using the one whose tick in linspace(1/(3K), 1 - 1/(3K), K) is
@@ -15,8 +15,8 @@ nearest to s/(S-1) (VAR's ``share_quant_resi = 4``; 0 gives one φ per scale, 1 
 
 Losses as in VAR's VectorQuantizer2: after every scale, ||f̂_s - sg(f)||² (codes and φ learn) plus
 β·||sg(f̂_s) - f||² (the encoder commits), averaged over scales; the decoder sees f̂_S with a straight-through
-gradient to f. Dead-code restart comes from `Codebook` (VAR has none; it lifts usage at CPU scale), with the
-step's per-scale residuals as candidates.
+gradient to f. Dead-code restart comes from `Codebook` (VAR has none; here it gives a data-dependent codebook
+initialisation and revives unused codes), with the step's per-scale residuals as candidates.
 
 `ResidualQuantizer.targets` is the one hook NFIG's frequency bands override (see frequency.py).
 """

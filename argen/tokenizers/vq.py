@@ -11,11 +11,11 @@ Gradients: straight-through estimator (the decoder's gradient is copied onto the
 VQ-VAE loss (van den Oord et al., arXiv 1711.00937, Eq. 3): ||sg(z) - q||² moves codes, β·||z - sg(q)||² keeps
 the encoder committed.
 
-Dead-code restart (Dhariwal et al., Jukebox, arXiv 2005.00341, §3.1; Zeghidour et al., SoundStream): a code
+Dead-code restart (the "random restarts" of Jukebox, Dhariwal et al., arXiv 2005.00341): a code
 that no token chose for ``restart_after`` training steps is moved onto a random encoder output of the current
-step. Codes start as "dead", so the first step also gives a data-dependent initialisation. This is what keeps
-≥ 90% of a 1024-code book alive on Fashion-MNIST. `Codebook` is shared with the multi-scale and frequency
-quantizers (there without normalisation: residuals need magnitudes).
+step. Codes start as "dead", so the first step also gives a data-dependent initialisation. With it every one
+of 1024 codes occurs on the Fashion-MNIST test set after a few hundred steps. `Codebook` is shared with the
+multi-scale and frequency quantizers (there without normalisation: residuals need magnitudes).
 """
 
 from __future__ import annotations
