@@ -9,40 +9,20 @@ import pytest
 import torch
 from scipy.stats import chisquare
 from test_orders import KIND_FOR_ORDER, FakeTokenizer
+from test_sampling import NUM_CLASSES, make
 from torch import Tensor, nn
 
 from argen.errors import ArgenError
 from argen.orders import build_order
 from argen.samplers import SAMPLERS, generate, generate_jacobi, jacobi
 from argen.samplers.logits import filter_top_k, guide
-from argen.transformer import KVCache, Transformer, TransformerConfig, preset_config
+from argen.transformer import KVCache, TransformerConfig
 
-NUM_CLASSES = 3
 LABELS = torch.tensor([0, 1, 2])
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: handing each small op to a second thread costs more than it saves, worst on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def seeded(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
-
-
-def make(name: str):
-    tokenizer = FakeTokenizer(KIND_FOR_ORDER[name])
-    order = build_order(name, tokenizer)
-    torch.manual_seed(0)
-    model = Transformer(preset_config("tiny", num_classes=NUM_CLASSES, **order.model_settings(tokenizer)))
-    with torch.no_grad():
-        for parameter in model.parameters():
-            parameter.add_(0.05 * torch.randn_like(parameter))
-    return order, tokenizer, model.eval()
 
 
 def make_easy(name: str):

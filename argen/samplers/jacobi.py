@@ -56,7 +56,7 @@ from torch import Tensor
 from argen.errors import ArgenError
 from argen.orders.base import Order
 from argen.samplers.ar import GenerationOutput, prepare_labels
-from argen.samplers.logits import cfg_scale_at, filter_top_k, filter_top_p, guide
+from argen.samplers.logits import cfg_scale_at, check_sampling, filter_top_k, filter_top_p, guide
 
 SUPPORTED_ORDERS = ("raster", "neighbor")
 # A window counts steps: 16 raster tokens are one row of a 16×16 grid; 4 anti-diagonals of it are up to 64 tokens.
@@ -146,12 +146,7 @@ def generate_jacobi(
         raise ArgenError(f"window must be a whole number of steps, at least 1, got {window!r}")
     if init not in INITS:
         raise ArgenError(f"unknown draft init {init!r}: choose one of {', '.join(INITS)}")
-    if temperature < 0:
-        raise ArgenError(f"temperature must be 0 (greedy) or more, got {temperature}")
-    if top_k < 0:
-        raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     layout = order.layout(tokenizer.grid_shapes)
     order.check_model(model.config, tokenizer)
     device = next(model.parameters()).device

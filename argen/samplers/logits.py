@@ -56,6 +56,16 @@ def filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
+def check_sampling(*, temperature: float, top_k: int, top_p: float) -> None:
+    """ArgenError unless temperature, top-k and top-p are usable; shared by every sampler."""
+    if temperature < 0:
+        raise ArgenError(f"temperature must be 0 (greedy) or more, got {temperature}")
+    if top_k < 0:
+        raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
+    if not 0.0 < top_p <= 1.0:
+        raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def sample(
     logits: Tensor,
     *,
@@ -66,12 +76,7 @@ def sample(
 ) -> Tensor:
     """(..., V) logits → (...) ids. Temperature 0 is greedy (argmax); otherwise softmax(logits / T) after top-k and
     top-p, drawn with ``generator`` so that a seed fixes the result."""
-    if temperature < 0:
-        raise ArgenError(f"temperature must be 0 (greedy) or more, got {temperature}")
-    if top_k < 0:
-        raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = filter_top_p(filter_top_k(logits.float() / temperature, top_k), top_p)
