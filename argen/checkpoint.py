@@ -37,6 +37,20 @@ WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "train_state.pt"
 
 
+def shipped_checkpoint(data: str, name: str = "") -> Path | None:
+    """The repository's shipped ``checkpoints/DATA/NAME`` (a release or model directory; without a name the folder
+    of them all), or None.
+
+    Looked for under the working directory first, then beside the installed package (an editable install or a
+    source checkout), so `argen demo` and `argen eval` find them from anywhere inside a clone.
+    """
+    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+        candidate = root / "checkpoints" / data / name
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def atomic_write(path: str | Path, write: Callable[[Path], None]) -> None:
     """Call ``write(temporary_path)`` and move the result onto ``path`` only once it is complete on disk.
 
@@ -77,8 +91,8 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:
-    """A config dataclass as a JSON-ready dict (tuples become lists)."""
-    return json.loads(json.dumps(dataclasses.asdict(config)))
+    """A config dataclass (or an already plain dict) as a JSON-ready dict (tuples become lists)."""
+    return json.loads(json.dumps(config if isinstance(config, dict) else dataclasses.asdict(config)))
 
 
 def config_from_dict(config_class: type, values: dict[str, Any], *, source: str) -> Any:
@@ -146,6 +160,32 @@ def read_release_config(directory: str | Path, *, kind: str | tuple[str, ...]) -
             f"{directory} holds a '{document['kind']}' checkpoint, but a {' or '.join(kinds)} checkpoint is needed here"
         )
     return document
+
+
+RELEASE_KINDS = ("tokenizer", "generator", "classifier")
+
+
+def export_release(
+    source: str | Path,
+    destination: str | Path,
+    *,
+    dtype: torch.dtype | None = None,
+    extra_updates: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Copy a release with its floating tensors stored as ``dtype`` (config and extra kept, ``extra_updates``
+    merged in); returns the written config document. Training state is not part of a release and stays behind."""
+    document = read_release_config(source, kind=RELEASE_KINDS)
+    try:
+        tensors = load_file(str(Path(source) / WEIGHTS_NAME))
+    except (OSError, SafetensorError) as error:
+        raise ArgenError(f"cannot read {Path(source) / WEIGHTS_NAME}: {error}") from None
+    extra = {**document.get("extra", {}), **(extra_updates or {})}
+    if dtype is not None:
+        extra["stored_dtype"] = str(dtype).removeprefix("torch.")
+    save_release(
+        destination, kind=document["kind"], config=document["config"], state_dict=tensors, dtype=dtype, extra=extra
+    )
+    return read_release_config(destination, kind=document["kind"])
 
 
 def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:

@@ -1,9 +1,18 @@
-"""Offline evaluation behind `argen eval-tokenizer` (and, later, `argen eval`): numbers plus a picture to look at."""
+"""Offline evaluation behind `argen eval-tokenizer` and `argen eval`: numbers plus a picture to look at.
+
+`argen eval` scores generated images with argen's own classifier (`argen train-classifier`) as the feature network:
+its penultimate features give FID, KID and precision/recall/density/coverage against a real split, its logits the
+Inception Score and the class accuracy (the fraction of class-conditional samples classified as the class asked
+for). Generated images are not resized: the classifier sees them at the data's own size. The same function scores a
+real split (``real="test"``: the floor a perfect generator reaches with that many images) and an npz of images
+made elsewhere, so every row of a comparison table goes through one code path.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from pathlib import Path
 
 import torch
@@ -12,7 +21,7 @@ from tqdm.auto import tqdm
 from argen.checkpoint import atomic_write_text
 from argen.data import float_to_images, image_grid, images_to_float, load_dataset
 from argen.errors import ArgenError
-from argen.metrics import codebook_statistics, psnr
+from argen.metrics import codebook_statistics, feature_metrics, psnr
 
 
 def torchmetrics_ssim():
@@ -87,4 +96,225 @@ def evaluate_tokenizer(
         originals = dataset.images[:shown]
         reconstructions = float_to_images(tokenizer.decode(tokenizer.encode(images_to_float(originals))))
         image_grid(torch.cat([originals, reconstructions]), columns=shown).save(image_path)
+    return results
+
+
+@torch.no_grad()
+def classifier_outputs(
+    classifier, images: torch.Tensor, *, batch_size: int = 500, progress: bool = False, description: str = "features"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, D), logits (N, classes)) of uint8 ``images`` (N, C, H, W), in batches, in eval mode."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    features, logits = [], []
+    for start in tqdm(range(0, images.shape[0], batch_size), desc=description, unit="batch", disable=not progress):
+        batch_features = classifier.features(images_to_float(images[start : start + batch_size].to(device)))
+        features.append(batch_features.float().cpu())
+        logits.append(classifier.head(batch_features).float().cpu())
+    return torch.cat(features), torch.cat(logits)
+
+
+def check_images_fit(classifier, image_shape: tuple[int, int, int], *, what: str) -> None:
+    """Refuse, before any work, images the classifier was not trained for (metrics never resize)."""
+    config = classifier.config
+    expected = (config.channels, config.image_size, config.image_size)
+    if tuple(image_shape) != expected:
+        raise ArgenError(
+            f"{what} makes {image_shape[0]}×{image_shape[1]}×{image_shape[2]} images but the classifier was trained "
+            f"on {expected[0]}×{expected[1]}×{expected[2]}: train a classifier on this data "
+            "(`argen train-classifier`) and pass it with --classifier"
+        )
+
+
+@torch.no_grad()
+def reference_features(
+    classifier,
+    data: str,
+    *,
+    split: str = "train",
+    data_dir: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Features and logits of the real images of one split, at the classifier's image size and channels."""
+    config = classifier.config
+    dataset = load_dataset(
+        data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=progress
+    )
+    images = dataset.images if limit is None else dataset.images[:limit]
+    features, logits = classifier_outputs(classifier, images, progress=progress, description=f"real {split}")
+    return {"features": features, "logits": logits, "data": data, "split": split, "images": images.shape[0]}
+
+
+def generate_images(
+    pipeline,
+    *,
+    num_images: int,
+    batch_size: int = 100,
+    seed: int = 0,
+    progress: bool = True,
+    **sampling,
+) -> dict:
+    """``num_images`` samples, classes balanced (image i asks for class i mod classes), batch b seeded seed + b.
+
+    Returns uint8 ``images`` (N, C, H, W), ``labels`` (N,) or None, the sampling ``seconds`` (model calls and
+    decoding), and ``forward_passes_per_image``: model calls one image waits for, i.e. calls per batch (a call
+    serves the whole batch), averaged over batches.
+    """
+    num_classes = pipeline.model.config.num_classes
+    labels = torch.arange(num_images) % num_classes if num_classes > 0 else None
+    images, passes, batches = [], 0, 0
+    started = time.perf_counter()
+    for batch_index, start in enumerate(
+        tqdm(range(0, num_images, batch_size), desc="sample", unit="batch", disable=not progress)
+    ):
+        count = min(batch_size, num_images - start)
+        output = pipeline(
+            labels[start : start + count] if labels is not None else None,
+            num_images=None if labels is not None else count,
+            seed=seed + batch_index,
+            **sampling,
+        )
+        images.append(output.pixels)
+        passes += output.forward_passes
+        batches += 1
+    seconds = time.perf_counter() - started
+    return {
+        "images": torch.cat(images),
+        "labels": labels,
+        "seconds": seconds,
+        "forward_passes_per_image": passes / batches,
+    }
+
+
+def score_images(
+    images: torch.Tensor, labels: torch.Tensor | None, *, classifier, reference: dict, progress: bool = True
+) -> dict[str, float]:
+    """Every metric of uint8 ``images`` (N, C, H, W) against ``reference`` (from `reference_features`)."""
+    features, logits = classifier_outputs(classifier, images, progress=progress, description="generated")
+    results = feature_metrics(reference["features"], features, fake_logits=logits)
+    if labels is not None:
+        results["class_accuracy"] = float((logits.argmax(1) == labels).double().mean())
+    return results
+
+
+def save_images_npz(path: str | Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+    """uint8 images as (N, H, W) for grayscale or (N, H, W, 3), plus labels (empty when unconditional)."""
+    import numpy as np
+
+    array = images.permute(0, 2, 3, 1).numpy()
+    array = array[..., 0] if array.shape[-1] == 1 else array
+    np.savez_compressed(path, images=array, labels=(labels if labels is not None else torch.empty(0)).numpy())
+
+
+def load_images_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Read an npz of uint8 images ((N, H, W) or (N, H, W, C) with C 1 or 3) and optional labels; no pickles."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive:
+                raise ArgenError(f"{path} has no 'images' array (found: {', '.join(archive.files) or 'nothing'})")
+            array = archive["images"]
+            labels = archive["labels"] if "labels" in archive else None
+    except (OSError, ValueError) as error:
+        raise ArgenError(f"cannot read {path} as an npz of images: {error}") from None
+    if array.dtype != np.uint8 or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
+        raise ArgenError(
+            f"{path}: 'images' must be uint8 (N, H, W) or (N, H, W, 1|3), got {array.dtype} {tuple(array.shape)}"
+        )
+    images = torch.from_numpy(array)
+    images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)
+    if labels is not None and labels.size == 0:
+        labels = None
+    if labels is not None:
+        if labels.shape != (images.shape[0],):
+            raise ArgenError(f"{path}: 'labels' must have one entry per image, got shape {tuple(labels.shape)}")
+        labels = torch.from_numpy(labels.astype(np.int64))
+    return images.contiguous(), labels
+
+
+def load_evaluation_classifier(directory: str | Path, *, device: str | torch.device = "cpu"):
+    """The classifier whose features define the metrics, and its test accuracy (None if not recorded)."""
+    from argen.classifier import load_classifier
+
+    classifier, document = load_classifier(directory)
+    return classifier.to(device).eval(), document.get("extra", {}).get("test_accuracy")
+
+
+def evaluate_generator(
+    *,
+    classifier: str | Path,
+    data: str,
+    model: str | Path | None = None,
+    samples: str | Path | None = None,
+    real: str | None = None,
+    num_images: int = 10000,
+    reference_split: str = "train",
+    data_dir: str | None = None,
+    batch_size: int = 100,
+    seed: int = 0,
+    device: str = "cpu",
+    json_path: str | Path | None = None,
+    npz_path: str | Path | None = None,
+    reference: dict | None = None,
+    progress: bool = True,
+    **sampling,
+) -> dict:
+    """What `argen eval` does: generate (or read, or take a real split), score, and write JSON.
+
+    Exactly one of ``model`` (a model directory: ``num_images`` samples with ``sampling`` options such as
+    cfg_scale, sampler, window), ``samples`` (an npz from `argen sample --save-npz` or elsewhere) or ``real``
+    (a split of ``data``: the baseline a perfect generator would reach) gives the images. ``reference`` reuses
+    features from `reference_features` (a benchmark scoring several models computes them once).
+    """
+    chosen = [name for name, value in (("model", model), ("samples", samples), ("real", real)) if value is not None]
+    if len(chosen) != 1:
+        raise ArgenError("give exactly one of --model, --samples or --real")
+    if real is not None and real == reference_split:
+        raise ArgenError(f"--real {real} would compare the {real} split with itself: use the other split")
+    classifier_model, classifier_accuracy = load_evaluation_classifier(classifier, device=device)
+    results: dict = {"data": data, "classifier": str(classifier), "classifier_test_accuracy": classifier_accuracy}
+    pipeline = None
+    if model is not None:
+        from argen.pipeline import Pipeline
+
+        pipeline = Pipeline.from_pretrained(model, device=device)
+        config = pipeline.tokenizer.config
+        check_images_fit(classifier_model, (config.channels, config.image_size, config.image_size), what=str(model))
+    elif samples is not None:
+        images, labels = load_images_npz(samples)
+        check_images_fit(classifier_model, tuple(images.shape[1:]), what=str(samples))
+    if reference is None:
+        reference = reference_features(
+            classifier_model, data, split=reference_split, data_dir=data_dir, progress=progress
+        )
+    if pipeline is not None:
+        generated = generate_images(
+            pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
+        )
+        images, labels = generated["images"], generated["labels"]
+        options = {key: value for key, value in sampling.items() if key != "refiner"}
+        if "refiner" in sampling:
+            options["refiner"] = str(getattr(sampling["refiner"], "directory", sampling["refiner"]))
+        results.update(
+            model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
+            sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],
+            forward_passes_per_image=generated["forward_passes_per_image"],
+        )  # fmt: skip
+    elif samples is not None:
+        results["samples"] = str(samples)
+    else:
+        real_set = load_dataset(
+            data, split=real, data_dir=data_dir, image_size=classifier_model.config.image_size,
+            channels=classifier_model.config.channels, progress=progress,
+        )  # fmt: skip
+        images, labels = real_set.images[:num_images], real_set.labels[:num_images]
+        results["real"] = real
+    results.update(images=images.shape[0], reference={key: reference[key] for key in ("data", "split", "images")})
+    results.update(score_images(images, labels, classifier=classifier_model, reference=reference, progress=progress))
+    if npz_path:
+        save_images_npz(npz_path, images, labels)
+    if json_path:
+        atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     return results

@@ -6,6 +6,10 @@ A model directory is a pipeline: ``DIR/tokenizer/`` and ``DIR/generator/``, each
     pipeline = Pipeline.from_pretrained("runs/frequency")
     output = pipeline(labels=[0, 1, 2], cfg_scale=2.0, seed=0)
     output.images[0].save("first.png")
+
+Collaborative decoding takes a second, smaller model directory trained with the same order on the same tokenizer::
+
+    output = pipeline(labels=[0, 1, 2], sampler="collaborative", refiner="runs/small-frequency", draft_steps=3)
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ class PipelineOutput:
     pixels: torch.Tensor  # uint8 (B, C, H, W)
     intermediates: list[list[Image.Image]] | None = None
     intermediate_pixels: list[torch.Tensor] | None = None  # per step, uint8 (B, C, H, W)
+    passes_by_model: dict[str, int] | None = None  # collaborative: {"drafter": N, "refiner": S - N}
 
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
@@ -77,14 +82,41 @@ def load_generator(directory: str | Path, tokenizer, *, device: torch.device | s
     return model.to(device).eval(), order, document
 
 
-class Pipeline:
-    """Tokenizer + transformer + order, sampled with one of the `argen.samplers`."""
+def same_tokenizer(first: Pipeline, second: Pipeline) -> bool:
+    """Whether two pipelines share one tokenizer: by release fingerprint, else (pipelines built in memory) by config
+    and weights."""
+    if first.tokenizer is second.tokenizer:
+        return True
+    if first.tokenizer_fingerprint is not None and second.tokenizer_fingerprint is not None:
+        return first.tokenizer_fingerprint == second.tokenizer_fingerprint
+    if getattr(first.tokenizer, "config", None) != getattr(second.tokenizer, "config", None):
+        return False
+    mine, theirs = first.tokenizer.state_dict(), second.tokenizer.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name].to(mine[name])) for name in mine)
 
-    def __init__(self, tokenizer, model: Transformer, order, *, classes: list[str] | None = None):
+
+class Pipeline:
+    """Tokenizer + transformer + order, sampled with one of the `argen.samplers`.
+
+    ``tokenizer_fingerprint`` identifies the tokenizer release (set by `from_pretrained`); it is how a refiner for
+    collaborative decoding is checked to share this pipeline's tokenizer.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        model: Transformer,
+        order,
+        *,
+        classes: list[str] | None = None,
+        tokenizer_fingerprint: str | None = None,
+    ):
         self.tokenizer = tokenizer
         self.model = model
         self.order = order
         self.classes = classes or []
+        self.tokenizer_fingerprint = tokenizer_fingerprint
+        self._refiners: dict[str, Pipeline] = {}  # refiner directories loaded once for many calls
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
@@ -100,12 +132,13 @@ class Pipeline:
         model, order, document = load_generator(directory / "generator", tokenizer, device=device)
         extra = document.get("extra", {})
         expected = extra.get("tokenizer_fingerprint")
-        if expected is not None and expected != release_fingerprint(directory / "tokenizer"):
+        fingerprint = release_fingerprint(directory / "tokenizer")
+        if expected is not None and expected != fingerprint:
             raise ArgenError(
                 f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
                 "copy the original tokenizer back"
             )
-        return cls(tokenizer, model, order, classes=extra.get("classes"))
+        return cls(tokenizer, model, order, classes=extra.get("classes"), tokenizer_fingerprint=fingerprint)
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write ``directory/tokenizer`` and ``directory/generator`` (``dtype=torch.float16`` halves the size)."""
@@ -135,6 +168,26 @@ class Pipeline:
             raise ArgenError(f"class {index} is out of range: this model has {self.model.config.num_classes} classes")
         return index
 
+    def refiner_model(self, refiner: Pipeline | str | Path) -> Transformer:
+        """The transformer of ``refiner`` (a Pipeline or a model directory, loaded once) for collaborative decoding,
+        after checking that it continues this pipeline's drafts: the same order on the same tokenizer."""
+        if not isinstance(refiner, Pipeline):
+            key = str(Path(refiner).resolve())
+            if key not in self._refiners:
+                self._refiners[key] = Pipeline.from_pretrained(refiner, device=self.device)
+            refiner = self._refiners[key]
+        if refiner.order.name != self.order.name:
+            raise ArgenError(
+                f"the refiner generates in {refiner.order.name!r} order and this model in {self.order.name!r}: "
+                f"use a refiner trained with --order {self.order.name}"
+            )
+        if not same_tokenizer(self, refiner):
+            raise ArgenError(
+                "the refiner was trained on another tokenizer than this model (tokenizer fingerprints differ): "
+                "train the refiner on this model's tokenizer"
+            )
+        return refiner.model
+
     @torch.no_grad()
     def __call__(
         self,
@@ -157,6 +210,13 @@ class Pipeline:
         """
         if sampler not in SAMPLERS:
             raise ArgenError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
+        if sampler == "collaborative":
+            if sampler_options.get("refiner") is None or sampler_options.get("draft_steps") is None:
+                raise ArgenError(
+                    "the collaborative sampler needs refiner= (a Pipeline or a model directory) and draft_steps= "
+                    "(the steps this model makes before the refiner takes over)"
+                )
+            sampler_options["refiner"] = self.refiner_model(sampler_options["refiner"])
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 labels = torch.tensor([self.class_index(label) for label in labels], dtype=torch.long)
@@ -186,7 +246,29 @@ class Pipeline:
             pixels=pixels,
             intermediates=[to_pil(step) for step in steps] if return_intermediates else None,
             intermediate_pixels=steps if return_intermediates else None,
+            passes_by_model=result.passes_by_model,
         )
+
+
+def export_model(source: str | Path, destination: str | Path, *, dtype: torch.dtype | None = None) -> None:
+    """What `argen export` does to a model directory: its tokenizer and generator, weights stored as ``dtype``.
+
+    The token cache and training state stay behind. The tokenizer's fingerprint changes with its weights, so the
+    generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
+    """
+    from argen.checkpoint import export_release
+
+    source, destination = Path(source), Path(destination)
+    Pipeline.from_pretrained(source)  # refuse a broken or mismatched source before writing anything
+    export_release(source / "tokenizer", destination / "tokenizer", dtype=dtype)
+    fingerprint = release_fingerprint(destination / "tokenizer")
+    export_release(
+        source / "generator",
+        destination / "generator",
+        dtype=dtype,
+        extra_updates={"tokenizer_fingerprint": fingerprint},
+    )
+    Pipeline.from_pretrained(destination)
 
 
 def copy_release(source: str | Path, destination: str | Path) -> None:
@@ -268,10 +350,19 @@ def sample_to_files(
         array = pixels.permute(0, 2, 3, 1).numpy()
         array = array[..., 0] if array.shape[-1] == 1 else array
         np.savez_compressed(npz_path, images=array, labels=(wanted if conditional else torch.empty(0)).numpy())
+    if outputs[0].passes_by_model is not None:
+        result.passes_by_model = {
+            name: sum(output.passes_by_model[name] for output in outputs) for name in outputs[0].passes_by_model
+        }
     if verbose:
         passes = result.forward_passes / len(outputs)
+        split = ""
+        if result.passes_by_model is not None:  # collaborative decoding: which model made the calls
+            counts = ", ".join(f"{name} {count / len(outputs):.0f}" for name, count in result.passes_by_model.items())
+            split = f" ({counts})"
         print(
-            f"{total} images in {seconds:.2f} s ({total / seconds:.1f} images/s), {passes:.0f} forward passes per batch"
+            f"{total} images in {seconds:.2f} s ({total / seconds:.1f} images/s), "
+            f"{passes:.0f} forward passes per batch{split}"
         )
         for path, what in ((grid_path, "grid"), (progress_path, "progress GIF"), (npz_path, "npz")):
             if path:

@@ -22,10 +22,13 @@ from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, guide, sample
 
 @dataclass
 class GenerationOutput:
-    """ids: one (B, h, w) grid per tokenizer grid; forward_passes: model calls made for the batch."""
+    """ids: one (B, h, w) grid per tokenizer grid; forward_passes: model calls made for the batch; passes_by_model:
+    for samplers that call several models (collaborative decoding), those calls per model, e.g. ``{"drafter": 3,
+    "refiner": 3}``, else None."""
 
     ids: list[Tensor]
     forward_passes: int
+    passes_by_model: dict[str, int] | None = None
 
 
 def prepare_labels(

@@ -1,0 +1,147 @@
+"""Collaborative decoding (CoDe), after "Collaborative Decoding Makes Visual Auto-Regressive Modeling Efficient"
+(Chen et al., arXiv 2411.17787; code github.com/czg1225/CoDe), training-free variant.
+
+Coarse-to-fine orders spend few tokens on the first steps (the global structure, which needs a large model) and
+many on the last ones (local detail, which a small model predicts nearly as well). CoDe splits the schedule at N
+(legend: B batch, S steps, N ``draft_steps``; a "step" is one scale in VAR's order, one band in NFIG's):
+
+1. the drafter, the large model, makes steps 0 .. N-1 exactly as plain decoding does, with its own KV cache.
+2. the refiner, a small model trained with the same order on the same tokenizer, reads the whole prefix, the inputs
+   of steps 0 .. N, in ONE block-causal forward pass, as the paper's code does when the refiner enters: the pass
+   fills the refiner's KV cache and gives the logits of step N.
+3. the refiner makes steps N+1 .. S-1 one call each with that cache.
+
+The split changes only which model produces the logits of a step; guidance (the per-step scale of ``cfg_schedule``
+over all S steps), temperature, top-k, top-p and the ``generator`` are those of `argen.samplers.ar.generate`, so the
+refiner being the drafter itself gives plain decoding's ids for every N (up to the float rounding of a prefill
+against step-by-step calls, which changed no id in the tests nor on the trained 1m models), and N = S gives them
+exactly. N = 0 is allowed: it is the refiner alone, the small-model end of a sweep over N whose other end, N = S,
+is the large model alone.
+
+Not here: the paper's specialised fine-tuning of the refiner (its training-based variant), and the per-scale top-k
+and temperature lists of its code, which are sampling settings rather than part of the method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from argen.errors import ArgenError
+from argen.orders.base import Order
+from argen.samplers.ar import GenerationOutput, prepare_labels
+from argen.samplers.logits import cfg_scale_at, check_sampling, guide, sample
+
+SUPPORTED_ORDERS = ("scale", "frequency")
+
+
+def check_refiner(model: Any, refiner: Any, order: Order, tokenizer: Any) -> None:
+    """ArgenError unless ``refiner`` can continue what ``model`` drafts: same order, tokenizer, vocabulary, classes."""
+    try:
+        order.check_model(refiner.config, tokenizer)
+    except ArgenError as error:
+        raise ArgenError(f"the refiner was not built for this drafter's order and tokenizer: {error}") from None
+    if refiner.config.vocab_size != model.config.vocab_size:
+        raise ArgenError(
+            f"the refiner predicts {refiner.config.vocab_size} token ids, the drafter {model.config.vocab_size}: "
+            "train the refiner on the drafter's tokenizer"
+        )
+    if refiner.config.num_classes != model.config.num_classes:
+        raise ArgenError(
+            f"the refiner has {refiner.config.num_classes} classes, the drafter {model.config.num_classes}: "
+            "train the refiner on the drafter's data"
+        )
+    if next(refiner.parameters()).device != next(model.parameters()).device:
+        raise ArgenError("the drafter and the refiner are on different devices: move both to one")
+
+
+@torch.no_grad()
+def generate_collaborative(
+    model: Any,
+    order: Order,
+    tokenizer: Any,
+    *,
+    refiner: Any,
+    draft_steps: int,
+    labels: Tensor | None = None,
+    batch_size: int | None = None,
+    cfg_scale: float = 1.0,
+    cfg_schedule: str = "constant",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+    callback: Callable[[int, list[Tensor]], None] | None = None,
+) -> GenerationOutput:
+    """Sample token grids with collaborative decoding: ``model`` drafts the first steps, ``refiner`` the rest.
+
+    Args (the rest as in `argen.samplers.ar.generate`):
+        model: the drafter, a `argen.transformer.Transformer` built for ``order`` and ``tokenizer``.
+        refiner: a (smaller) transformer trained with the same order on the same tokenizer and classes.
+        draft_steps: N, the steps the drafter makes, 0 to S; 0 is the refiner alone, S the drafter alone.
+
+    Returns:
+        `GenerationOutput` with one (B, h, w) grid per scale or band, ``forward_passes`` (S model calls) and
+        ``passes_by_model`` ``{"drafter": N, "refiner": S - N}``.
+    """
+    if order.name not in SUPPORTED_ORDERS:
+        raise ArgenError(
+            f"collaborative decoding works with the coarse-to-fine {' and '.join(SUPPORTED_ORDERS)} orders, not "
+            f"{order.name!r}: use the 'ar' sampler for it"
+        )
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    layout = order.layout(tokenizer.grid_shapes)
+    num_steps = layout.num_steps
+    order.check_model(model.config, tokenizer)
+    check_refiner(model, refiner, order, tokenizer)
+    if isinstance(draft_steps, bool) or not isinstance(draft_steps, int) or not 0 <= draft_steps <= num_steps:
+        raise ArgenError(
+            f"draft_steps must be a whole number from 0 (refiner alone) to {num_steps} (drafter alone), "
+            f"got {draft_steps!r}"
+        )
+    device = next(model.parameters()).device
+    labels, batch_size, guided = prepare_labels(
+        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
+    )
+
+    ids = [torch.zeros(batch_size, h, w, dtype=torch.long, device=device) for h, w in layout.grid_shapes]
+    rows = 2 * batch_size if guided else batch_size
+    was_training = model.training, refiner.training
+    model.eval()  # class dropout and dropout are for training only
+    refiner.eval()
+    passes = {"drafter": 0, "refiner": 0}
+    network, role = model, "drafter"
+    cache = model.new_cache(rows, capacity=layout.length)
+    try:
+        for step in range(num_steps):
+            first = step
+            if step == draft_steps:
+                # Hand-over: the refiner has seen nothing yet, so it reads the drafter's whole prefix with the
+                # inputs of this step in one block-causal call, which also fills its own cache.
+                network, role, first = refiner, "refiner", 0
+                cache = refiner.new_cache(rows, capacity=layout.length)
+            inputs = torch.cat([order.step_inputs(s, ids, tokenizer) for s in range(first, step + 1)], dim=1)
+            index = torch.cat(layout.inputs_of_step[first : step + 1])
+            if guided:
+                inputs = torch.cat([inputs, inputs])
+            outputs = network(inputs, labels, layout=layout, index=index, cache=cache)
+            passes[role] += 1
+            outputs = outputs[:, -len(layout.inputs_of_step[step]) :]  # this step's positions
+            logits = order.logits(outputs, layout, step)  # (rows, T_s, V)
+            if guided:
+                cond, uncond = logits.chunk(2)
+                logits = guide(cond, uncond, cfg_scale_at(step, num_steps, cfg_scale=cfg_scale, schedule=cfg_schedule))
+            sampled = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            ids = order.scatter(ids, step, sampled)
+            if callback is not None:
+                callback(step, ids)
+    finally:
+        model.train(was_training[0])
+        refiner.train(was_training[1])
+    return GenerationOutput(ids=ids, forward_passes=sum(passes.values()), passes_by_model=passes)
+
+
+__all__ = ["SUPPORTED_ORDERS", "check_refiner", "generate_collaborative"]
