@@ -228,6 +228,7 @@ def command_eval(arguments: argparse.Namespace) -> None:
         device=arguments.device,
         json_path=arguments.json,
         npz_path=arguments.save_npz,
+        inception_weights=arguments.inception_weights,
         progress=not arguments.no_progress,
         **sampling,
     )
@@ -667,6 +668,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_arguments(evaluate, shape=False)  # the classifier fixes size and channels
     evaluate.add_argument("--json", help="also write the results to this JSON file")
     evaluate.add_argument("--save-npz", help="also save the scored images (uint8) and labels to this npz")
+    evaluate.add_argument(
+        "--inception-weights",
+        metavar="PTH",
+        help="also compute the papers' Inception-FID from this local torch-fidelity weights file (needs "
+        "torch-fidelity and a matching torchvision; slow on a CPU: every image is resized to 299×299)",
+    )
     evaluate.add_argument("--no-progress", action="store_true")
     add_sampling_arguments(evaluate)
     add_sampler_arguments(evaluate)

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from argen.checkpoint import atomic_write_text
-from argen.data import float_to_images, image_grid, images_to_float, load_dataset
+from argen.data import float_to_images, image_grid, images_to_float, load_dataset, load_images_npz, save_images_npz
 from argen.errors import ArgenError
 from argen.metrics import codebook_statistics, feature_metrics, psnr
 
@@ -198,42 +198,6 @@ def score_images(
     return results
 
 
-def save_images_npz(path: str | Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-    """uint8 images as (N, H, W) for grayscale or (N, H, W, 3), plus labels (empty when unconditional)."""
-    import numpy as np
-
-    array = images.permute(0, 2, 3, 1).numpy()
-    array = array[..., 0] if array.shape[-1] == 1 else array
-    np.savez_compressed(path, images=array, labels=(labels if labels is not None else torch.empty(0)).numpy())
-
-
-def load_images_npz(path: str | Path) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Read an npz of uint8 images ((N, H, W) or (N, H, W, C) with C 1 or 3) and optional labels; no pickles."""
-    import numpy as np
-
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive:
-                raise ArgenError(f"{path} has no 'images' array (found: {', '.join(archive.files) or 'nothing'})")
-            array = archive["images"]
-            labels = archive["labels"] if "labels" in archive else None
-    except (OSError, ValueError) as error:
-        raise ArgenError(f"cannot read {path} as an npz of images: {error}") from None
-    if array.dtype != np.uint8 or array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] not in (1, 3)):
-        raise ArgenError(
-            f"{path}: 'images' must be uint8 (N, H, W) or (N, H, W, 1|3), got {array.dtype} {tuple(array.shape)}"
-        )
-    images = torch.from_numpy(array)
-    images = images[:, None] if images.dim() == 3 else images.permute(0, 3, 1, 2)
-    if labels is not None and labels.size == 0:
-        labels = None
-    if labels is not None:
-        if labels.shape != (images.shape[0],):
-            raise ArgenError(f"{path}: 'labels' must have one entry per image, got shape {tuple(labels.shape)}")
-        labels = torch.from_numpy(labels.astype(np.int64))
-    return images.contiguous(), labels
-
-
 def load_evaluation_classifier(directory: str | Path, *, device: str | torch.device = "cpu"):
     """The classifier whose features define the metrics, and its test accuracy (None if not recorded)."""
     from argen.classifier import load_classifier
@@ -258,6 +222,7 @@ def evaluate_generator(
     json_path: str | Path | None = None,
     npz_path: str | Path | None = None,
     reference: dict | None = None,
+    inception_weights: str | Path | None = None,
     progress: bool = True,
     **sampling,
 ) -> dict:
@@ -267,6 +232,7 @@ def evaluate_generator(
     cfg_scale, sampler, window), ``samples`` (an npz from `argen sample --save-npz` or elsewhere) or ``real``
     (a split of ``data``: the baseline a perfect generator would reach) gives the images. ``reference`` reuses
     features from `reference_features` (a benchmark scoring several models computes them once).
+    ``inception_weights`` adds the papers' Inception-FID (``inception_fid``), checked before any sampling.
     """
     chosen = [name for name, value in (("model", model), ("samples", samples), ("real", real)) if value is not None]
     if len(chosen) != 1:
@@ -274,6 +240,7 @@ def evaluate_generator(
     if real is not None and real == reference_split:
         raise ArgenError(f"--real {real} would compare the {real} split with itself: use the other split")
     classifier_model, classifier_accuracy = load_evaluation_classifier(classifier, device=device)
+    inception = inception_metric(inception_weights) if inception_weights is not None else None
     results: dict = {"data": data, "classifier": str(classifier), "classifier_test_accuracy": classifier_accuracy}
     pipeline = None
     if model is not None:
@@ -313,8 +280,51 @@ def evaluate_generator(
         results["real"] = real
     results.update(images=images.shape[0], reference={key: reference[key] for key in ("data", "split", "images")})
     results.update(score_images(images, labels, classifier=classifier_model, reference=reference, progress=progress))
+    if inception is not None:
+        real_images = load_dataset(
+            data, split=reference_split, data_dir=data_dir, image_size=classifier_model.config.image_size,
+            channels=classifier_model.config.channels, progress=progress,
+        ).images  # fmt: skip
+        results["inception_fid"] = inception_fid(inception, real_images, images, progress=progress)
     if npz_path:
         save_images_npz(npz_path, images, labels)
     if json_path:
         atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     return results
+
+
+def inception_metric(weights: str | Path):
+    """torchmetrics' Inception-v3 FID (2048 pool features, the papers' network) loaded from a local weights file.
+
+    It needs torch-fidelity, which imports torchvision: both must match the installed torch. The metric is built
+    here, before any sampling, so a missing piece fails in one line and loses no work.
+    """
+    if not Path(weights).is_file():
+        raise ArgenError(
+            f"--inception-weights {weights} is not a file: download pt_inception-2015-12-05-6726825d.pth (the "
+            "torch-fidelity Inception weights) and pass its path"
+        )
+    try:
+        from torchmetrics.image.fid import FrechetInceptionDistance
+
+        return FrechetInceptionDistance(feature=2048, feature_extractor_weights_path=str(weights))
+    except (ImportError, RuntimeError, OSError) as error:
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ArgenError(
+            "Inception-FID needs torch-fidelity and a torchvision that matches your torch "
+            f"(pip install torch-fidelity): {message}"
+        ) from None
+
+
+@torch.no_grad()
+def inception_fid(
+    metric, real: torch.Tensor, fake: torch.Tensor, *, batch_size: int = 50, progress: bool = True
+) -> float:
+    """FID between uint8 (N, C, H, W) image sets with the papers' Inception network (grayscale repeated to RGB;
+    torchmetrics resizes to 299×299 as the reference implementation does)."""
+    for images, real_side in ((real, True), (fake, False)):
+        description = "Inception " + ("real" if real_side else "generated")
+        for start in tqdm(range(0, images.shape[0], batch_size), desc=description, disable=not progress):
+            batch = images[start : start + batch_size]
+            metric.update(batch.expand(-1, 3, -1, -1) if batch.shape[1] == 1 else batch, real=real_side)
+    return float(metric.compute())

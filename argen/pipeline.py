@@ -300,10 +300,9 @@ def sample_to_files(
     and batch size reproduce the same files."""
     import time
 
-    import numpy as np
     from tqdm.auto import tqdm
 
-    from argen.data import image_grid
+    from argen.data import image_grid, save_images_npz
 
     pipeline = Pipeline.from_pretrained(model_directory, device=device)
     conditional = pipeline.model.config.num_classes > 0
@@ -347,9 +346,7 @@ def sample_to_files(
         durations = [250] * (len(frames) - 1) + [1500]  # hold the finished image
         frames[0].save(progress_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     if npz_path:
-        array = pixels.permute(0, 2, 3, 1).numpy()
-        array = array[..., 0] if array.shape[-1] == 1 else array
-        np.savez_compressed(npz_path, images=array, labels=(wanted if conditional else torch.empty(0)).numpy())
+        save_images_npz(npz_path, pixels, wanted if conditional else None)
     if outputs[0].passes_by_model is not None:
         result.passes_by_model = {
             name: sum(output.passes_by_model[name] for output in outputs) for name in outputs[0].passes_by_model

@@ -13,8 +13,8 @@ from conftest import write_idx_dataset
 from scipy import linalg
 
 from argen.cli import run
+from argen.data import load_images_npz, save_images_npz
 from argen.errors import ArgenError
-from argen.evaluate import load_images_npz, save_images_npz
 from argen.metrics import feature_metrics, precision_recall_density_coverage
 
 
@@ -213,3 +213,16 @@ def test_eval_refuses_mismatches_before_work(evaluation_workspace, tmp_path):
         run(["eval", *common, "--classifier", str(root / "classifier"), "--real", "train"])
     with pytest.raises(ArgenError, match="holds a .tokenizer. checkpoint, but a classifier"):
         run(["eval", *common, "--classifier", str(root / "tokenizer"), "--real", "test"])
+
+
+def test_inception_fid_refuses_before_sampling_when_it_cannot_run(evaluation_workspace, tmp_path):
+    root, common = evaluation_workspace
+    arguments = ["eval", *common, "--classifier", str(root / "classifier"), "--model", str(root / "model")]
+    with pytest.raises(ArgenError, match="is not a file"):
+        run([*arguments, "--inception-weights", str(tmp_path / "missing.pth")])
+    # a file that is no Inception checkpoint (and, on this machine, no torch-fidelity): refused in one line, and
+    # before any image is generated, so nothing is written
+    (tmp_path / "fake.pth").write_bytes(b"not weights")
+    with pytest.raises(ArgenError, match="Inception-FID needs torch-fidelity"):
+        run([*arguments, "--inception-weights", str(tmp_path / "fake.pth"), "--json", str(tmp_path / "out.json")])
+    assert not (tmp_path / "out.json").exists()
