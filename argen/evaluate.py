@@ -135,14 +135,44 @@ def reference_features(
     data_dir: str | None = None,
     limit: int | None = None,
     progress: bool = True,
+    cache: bool = True,
 ) -> dict:
-    """Features and logits of the real images of one split, at the classifier's image size and channels."""
+    """Features and logits of the real images of one split, at the classifier's image size and channels.
+
+    Computing them takes minutes on a CPU for 60 000 images, and every evaluation needs the same ones, so they are
+    kept in ``$ARGEN_DATA/features/`` (or ``~/.cache/argen/features/``) under a key made of the classifier's
+    weights and the images' bytes: another classifier, or a folder whose files changed, gets fresh features.
+    """
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from argen.checkpoint import atomic_write
+    from argen.data import cache_directory
+
     config = classifier.config
     dataset = load_dataset(
         data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=progress
     )
     images = dataset.images if limit is None else dataset.images[:limit]
-    features, logits = classifier_outputs(classifier, images, progress=progress, description=f"real {split}")
+    digest = hashlib.sha256(images.numpy().tobytes())
+    for name, tensor in sorted(classifier.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    path = cache_directory("features") / f"{digest.hexdigest()[:24]}.safetensors"
+    features = logits = None
+    if cache and path.is_file():
+        try:
+            stored = load_file(str(path))
+            features, logits = stored["features"], stored["logits"]
+        except Exception:  # a damaged cache file is recomputed, never trusted
+            features = logits = None
+    if features is None or features.shape[0] != images.shape[0]:
+        features, logits = classifier_outputs(classifier, images, progress=progress, description=f"real {split}")
+        if cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tensors = {"features": features.contiguous(), "logits": logits.contiguous()}
+            atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
     return {"features": features, "logits": logits, "data": data, "split": split, "images": images.shape[0]}
 
 

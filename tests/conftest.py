@@ -13,6 +13,12 @@ import torch
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def private_feature_cache(tmp_path_factory, monkeypatch):
+    """`argen eval` caches real-image features under $ARGEN_DATA/features: tests keep theirs out of the user's home."""
+    monkeypatch.setenv("ARGEN_DATA", str(tmp_path_factory.mktemp("argen-data")))
+
+
 def write_idx(path: Path, array: np.ndarray, *, compress: bool = True) -> None:
     """Write ``array`` (uint8) as an IDX file: magic 0x0000 08 ndim, big-endian dimension sizes, raw bytes."""
     header = struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

@@ -226,3 +226,32 @@ def test_inception_fid_refuses_before_sampling_when_it_cannot_run(evaluation_wor
     with pytest.raises(ArgenError, match="Inception-FID needs torch-fidelity"):
         run([*arguments, "--inception-weights", str(tmp_path / "fake.pth"), "--json", str(tmp_path / "out.json")])
     assert not (tmp_path / "out.json").exists()
+
+
+def test_reference_features_are_cached_by_classifier_and_images(evaluation_workspace, monkeypatch, tmp_path):
+    import argen.evaluate as evaluate_module
+    from argen.evaluate import load_evaluation_classifier, reference_features
+
+    root, _ = evaluation_workspace
+    monkeypatch.setenv("ARGEN_DATA", str(tmp_path))
+    classifier, _ = load_evaluation_classifier(root / "classifier")
+    options = {"data_dir": str(root / "idx"), "progress": False}
+    first = reference_features(classifier, "mnist", split="test", **options)
+    cached = list((tmp_path / "features").iterdir())
+    assert len(cached) == 1
+    calls = []
+    real_outputs = evaluate_module.classifier_outputs
+    monkeypatch.setattr(evaluate_module, "classifier_outputs", lambda *a, **k: calls.append(1) or real_outputs(*a, **k))
+    again = reference_features(classifier, "mnist", split="test", **options)
+    assert not calls and torch.equal(again["features"], first["features"])
+    reference_features(classifier, "mnist", split="train", **options)  # other images: computed, cached apart
+    assert len(calls) == 1 and len(list((tmp_path / "features").iterdir())) == 2
+    with torch.no_grad():
+        classifier.head.bias.add_(1.0)  # other weights: computed
+    changed = reference_features(classifier, "mnist", split="test", **options)
+    assert len(calls) == 2 and not torch.equal(changed["logits"], first["logits"])
+    cached[0].write_bytes(b"damaged")  # a damaged file is recomputed, not trusted
+    classifier, _ = load_evaluation_classifier(root / "classifier")  # the original weights: the damaged file's key
+    repaired = reference_features(classifier, "mnist", split="test", **options)
+    assert len(calls) == 3 and torch.equal(repaired["features"], first["features"])
+    assert reference_features(classifier, "mnist", split="test", **options) and len(calls) == 3  # rewritten
