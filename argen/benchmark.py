@@ -560,16 +560,20 @@ def plot_quality_speed(results: dict, path: Path) -> None:
     ]
     points.sort()
     speeds, scores = [point[0] for point in points], [point[1] for point in points]
+    speed_span = (max(speeds) - min(speeds)) or 1.0
+    score_span = (max(scores) - min(scores)) or 1.0
     for rank, (speed, fid, order, passes) in enumerate(points):
         axes.scatter([speed], [fid], s=40, zorder=3)
-        # Neighbours in speed take labels above and below in turn, and the fastest is labelled on its left, so
-        # close points and the right edge do not swallow a name.
+        # Each label goes on the side away from the nearest other point (below it when that point is higher), and
+        # the fastest is labelled on its left, so close points and the right edge do not swallow a name.
+        others = [(abs(s - speed) / speed_span + abs(f - fid) / score_span, f) for s, f, *_ in points if s != speed]
+        nearest_higher = bool(others) and min(others)[1] > fid
         last = rank == len(points) - 1 and rank > 0
         axes.annotate(
             order if passes is None else f"{order}, {passes:g} passes",
             (speed, fid),
             textcoords="offset points",
-            xytext=(-6 if last else 6, 5 if rank % 2 == 0 else -13),
+            xytext=(-6 if last else 6, -13 if nearest_higher else 5),
             horizontalalignment="right" if last else "left",
         )
     if speeds and max(speeds) > 5 * min(speeds):

@@ -44,7 +44,7 @@ def shipped_checkpoint(data: str, name: str = "") -> Path | None:
     Looked for under the working directory first, then beside the installed package (an editable install or a
     source checkout), so `argen demo` and `argen eval` find them from anywhere inside a clone.
     """
-    for root in (Path.cwd(), Path(__file__).resolve().parent.parent):
+    for root in (Path(), Path(__file__).resolve().parent.parent):  # relative first: it reads better in reports
         candidate = root / "checkpoints" / data / name
         if candidate.is_dir():
             return candidate
