@@ -322,11 +322,13 @@ def command_encode(arguments: argparse.Namespace) -> None:
 def command_train(arguments: argparse.Namespace) -> None:
     from argen.train import train_generator
 
-    overrides = {}
-    if arguments.class_dropout is not None:
-        overrides["class_dropout"] = arguments.class_dropout
-    if arguments.dropout is not None:
-        overrides["dropout"] = arguments.dropout
+    overrides = {
+        name: getattr(arguments, name)
+        for name in ("class_dropout", "dropout", "width", "depth", "heads")
+        if getattr(arguments, name) is not None
+    }
+    if overrides.get("width", 1) % overrides.get("heads", 1):
+        raise ArgenError(f"--width {overrides['width']} must be a multiple of the number of heads")
     train_generator(
         arguments.tokenizer,
         arguments.order,
@@ -551,6 +553,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--tokens", help="token cache from `argen encode` (default: made in --out on first run)")
     train.add_argument("--class-dropout", type=float, help="probability of training on the null class (CFG)")
     train.add_argument("--dropout", type=float, help="dropout inside the transformer")
+    train.add_argument("--width", type=int, help="transformer width, overriding the preset's (a multiple of --heads)")
+    train.add_argument("--depth", type=int, help="transformer blocks, overriding the preset's")
+    train.add_argument("--heads", type=int, help="attention heads, overriding the preset's")
     add_training_arguments(train, batch_size=128, learning_rate=1e-3, weight_decay=0.05, warmup_steps=200)
     train.set_defaults(handler=command_train)
 
