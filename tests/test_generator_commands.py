@@ -1,5 +1,6 @@
 """argen train → argen sample → Pipeline, for every order, as a user runs them (tiny models, seconds each)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -100,3 +101,12 @@ def test_resume_continues_generator_training(workspace, tmp_path):
 
     assert load_train_state(out / "train_state.pt")["step"] == 16
     assert (out / "tokens-train.safetensors").stat().st_mtime_ns == before
+
+
+def test_width_depth_and_heads_override_the_preset(workspace, tmp_path):
+    out = tmp_path / "custom"
+    train(workspace, "scale", out, "--width", "16", "--depth", "1", "--heads", "2")
+    config = json.loads((out / "generator" / "config.json").read_text())["config"]["transformer"]
+    assert (config["width"], config["depth"], config["heads"]) == (16, 1, 2)
+    with pytest.raises(ArgenError, match="multiple of the number of heads"):
+        train(workspace, "scale", tmp_path / "bad", "--width", "15", "--heads", "2")
