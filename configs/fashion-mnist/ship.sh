@@ -9,5 +9,9 @@ for order in raster scale frequency neighbor; do
   argen train --config configs/fashion-mnist/$order.toml
   argen export --model runs/fashion-mnist/$order --out checkpoints/fashion-mnist/$order
 done
+for order in scale frequency; do  # the small models of collaborative decoding
+  argen train --config configs/fashion-mnist/refiner-$order.toml
+  argen export --model runs/fashion-mnist/refiners/$order --out checkpoints/fashion-mnist/refiners/$order
+done
 argen export --model runs/fashion-mnist/classifier --out checkpoints/fashion-mnist/classifier
 argen bench --data fashion-mnist --out checkpoints/fashion-mnist --evaluate-only
