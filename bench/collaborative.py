@@ -1,11 +1,12 @@
 """Collaborative decoding (CoDe, "Collaborative Decoding Makes Visual Auto-Regressive Modeling Efficient", arXiv
 2411.17787) against the large and the small model alone, on trained models.
 
-    OMP_NUM_THREADS=1 python bench/collaborative.py --orders frequency,scale --images 128 --rounds 5
+    OMP_NUM_THREADS=1 python bench/collaborative.py --orders frequency,scale --images 128 --rounds 3 \
+        --drafters checkpoints/fashion-mnist --refiners checkpoints/fashion-mnist/refiners
 
-For each order, the drafter is ``--drafters/ORDER`` (an `argen train` model directory, the 1m preset in
-runs/generators) and the refiner ``--refiners/ORDER`` (the tiny preset trained on the same tokenizer, in
-runs/refiners). Variants: "large" (plain decoding with the drafter), "small" (plain decoding with the refiner) and
+For each order, the drafter is ``--drafters/ORDER`` (an `argen train` model directory: the shipped 1m-preset models)
+and the refiner ``--refiners/ORDER`` (a smaller model trained with the same order on the same tokenizer: the shipped
+0.23 M refiners). Variants: "large" (plain decoding with the drafter), "small" (plain decoding with the refiner) and
 "CoDe N=n" for n = 1 .. S-1 (the drafter makes n steps, the refiner the other S - n), all at ``--batch-size`` with
 cfg ``--cfg-scale``, the same labels and the same seeds.
 
