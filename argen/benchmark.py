@@ -443,6 +443,9 @@ def train_models(
             ),
             preset=preset,
             data_dir=data_dir,
+            # one token cache per tokenizer: raster and neighbor share the vq ids instead of encoding 60 000 images
+            # twice (the cache records the tokenizer's fingerprint, so a retrained tokenizer's cache is refused)
+            tokens=str(tokenizer_directory / "tokens-train.safetensors"),
         )  # fmt: skip
         stopped_by_user(result)
 

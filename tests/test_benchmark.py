@@ -83,6 +83,9 @@ def test_bench_writes_results_tables_plot_and_grids_for_every_order(bench):
         assert row["training"]["steps"] == 4 and row["training"]["final_loss"] > 0
         assert row["parameters"] > 0 and row["tokenizer"]["psnr"] > 0
         assert (out / "tokenizers" / TOKENIZER_FOR[order] / "config.json").is_file()
+        # one token cache per tokenizer, beside it: raster and neighbor share the vq ids
+        assert (out / "tokenizers" / TOKENIZER_FOR[order] / "tokens-train.safetensors").is_file()
+        assert not (out / order / "tokens-train.safetensors").exists()
         grid, gif = Image.open(out / row["samples"]), Image.open(out / row["progress"])
         assert grid.size == gif.size and grid.height > grid.width  # 10 rows (classes) of 2 samples
         assert gif.n_frames == row["forward_passes_per_image"]  # one frame per step of the order's schedule
