@@ -126,6 +126,14 @@ def check_images_fit(classifier, image_shape: tuple[int, int, int], *, what: str
         )
 
 
+def classifier_split(classifier, data: str, *, split: str, data_dir: str | None, progress: bool):
+    """One split of ``data`` (an `argen.data.ImageDataset`) at the classifier's image size and channels."""
+    config = classifier.config
+    return load_dataset(
+        data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=progress
+    )
+
+
 @torch.no_grad()
 def reference_features(
     classifier,
@@ -150,11 +158,7 @@ def reference_features(
     from argen.checkpoint import atomic_write
     from argen.data import cache_directory
 
-    config = classifier.config
-    dataset = load_dataset(
-        data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=progress
-    )
-    images = dataset.images if limit is None else dataset.images[:limit]
+    images = classifier_split(classifier, data, split=split, data_dir=data_dir, progress=progress).images[:limit]
     digest = hashlib.sha256(images.numpy().tobytes())
     for name, tensor in sorted(classifier.state_dict().items()):
         digest.update(name.encode())
@@ -291,9 +295,8 @@ def evaluate_generator(
             pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
         )
         images, labels = generated["images"], generated["labels"]
-        options = {key: value for key, value in sampling.items() if key != "refiner"}
-        if "refiner" in sampling:
-            options["refiner"] = str(getattr(sampling["refiner"], "directory", sampling["refiner"]))
+        # JSON-ready: a refiner (a directory, or a Pipeline) is recorded as text
+        options = {key: str(value) if key == "refiner" else value for key, value in sampling.items()}
         results.update(
             model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
             sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],
@@ -302,19 +305,15 @@ def evaluate_generator(
     elif samples is not None:
         results["samples"] = str(samples)
     else:
-        real_set = load_dataset(
-            data, split=real, data_dir=data_dir, image_size=classifier_model.config.image_size,
-            channels=classifier_model.config.channels, progress=progress,
-        )  # fmt: skip
+        real_set = classifier_split(classifier_model, data, split=real, data_dir=data_dir, progress=progress)
         images, labels = real_set.images[:num_images], real_set.labels[:num_images]
         results["real"] = real
     results.update(images=images.shape[0], reference={key: reference[key] for key in ("data", "split", "images")})
     results.update(score_images(images, labels, classifier=classifier_model, reference=reference, progress=progress))
     if inception is not None:
-        real_images = load_dataset(
-            data, split=reference_split, data_dir=data_dir, image_size=classifier_model.config.image_size,
-            channels=classifier_model.config.channels, progress=progress,
-        ).images  # fmt: skip
+        real_images = classifier_split(
+            classifier_model, data, split=reference_split, data_dir=data_dir, progress=progress
+        ).images
         results["inception_fid"] = inception_fid(inception, real_images, images, progress=progress)
     if npz_path:
         save_images_npz(npz_path, images, labels)
