@@ -223,13 +223,16 @@ def load_release(
     kind: str,
     config_class: type,
     build: Callable[[Any], torch.nn.Module],
+    overrides: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Load a release directory: check kind and version, rebuild the model from its config, load the weights.
 
-    Returns the model (in eval mode) and the whole config document (for ``extra`` metadata).
+    ``overrides`` fills config keys an older release lacks (its behaviour then, not today's default). Returns the
+    model (in eval mode) and the whole config document (for ``extra`` metadata).
     """
     document = read_release_config(directory, kind=kind)
-    config = config_from_dict(config_class, document["config"], source=str(Path(directory) / CONFIG_NAME))
+    values = {**(overrides or {}), **document["config"]}
+    config = config_from_dict(config_class, values, source=str(Path(directory) / CONFIG_NAME))
     model = build(config)
     load_release_weights(directory, model)
     return model.eval(), document

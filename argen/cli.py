@@ -151,7 +151,9 @@ def command_train_tokenizer(arguments: argparse.Namespace) -> None:
         codebook_size=arguments.codebook_size,
         code_dim=arguments.code_dim,
         fsq_levels=arguments.fsq_levels or defaults.fsq_levels,
+        band_allocation=arguments.band_allocation,
         band_geometry=arguments.band_geometry,
+        allow_empty_bands=arguments.allow_empty_bands,
         carry_error=not arguments.no_carry_error,
         ssim_weight=arguments.ssim_weight,
         reconstruction=arguments.reconstruction,
@@ -498,7 +500,19 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.add_argument(
         "--scales", type=integer_list, help="multiscale/frequency: grid sides, coarse to fine (default from the size)"
     )
-    tokenizer.add_argument("--band-geometry", choices=("radial", "square"), default="radial", help="frequency masks")
+    tokenizer.add_argument(
+        "--band-allocation",
+        choices=("grid", "paper"),
+        default=defaults.band_allocation,
+        help="frequency: which latent frequencies each band holds: grid (default; band i holds frequencies its grid "
+        "can represent, no band empty) or paper (FR-VAE's thresholds, which leave early bands empty on small latents)",
+    )
+    tokenizer.add_argument(
+        "--band-geometry", choices=("radial", "square"), default="radial", help="frequency, paper allocation: masks"
+    )
+    tokenizer.add_argument(
+        "--allow-empty-bands", action="store_true", help="frequency: train even if a band holds no frequency"
+    )
     tokenizer.add_argument(
         "--no-carry-error", action="store_true", help="frequency: do not carry a band's quantization error onward"
     )

@@ -89,6 +89,9 @@ def evaluate_tokenizer(
         "bits_per_image_nominal": tokens_per_image * math.log2(tokenizer.codebook_size),
         "bits_per_image_entropy": tokens_per_image * entropy_bits,
     }
+    if hasattr(tokenizer.quantizer, "band_sizes"):
+        results["band_allocation"] = config.band_allocation
+        results["frequencies_per_band"] = tokenizer.quantizer.band_sizes
     if json_path:
         atomic_write_text(json_path, json.dumps(results, indent=2) + "\n")
     if image_path:

@@ -456,7 +456,9 @@ def train_tokenizer(
     config = replace(
         tokenizer, channels=channels, image_size=height, scales=scales if scales else default_scales(latent_side)
     )
-    build_tokenizer(config)  # refuse an impossible config (size not divisible, scales) before any work
+    built = build_tokenizer(config)  # refuse an impossible config (size not divisible, scales) before any work
+    if hasattr(built.quantizer, "band_sizes"):
+        tqdm.write(f"frequency bands ({config.band_allocation}): {built.quantizer.band_sizes} frequencies per band")
 
     def tokenizer_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         # Call the (possibly DDP-wrapped) module itself so DDP sees the forward and synchronises gradients.

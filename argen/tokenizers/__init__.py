@@ -53,7 +53,9 @@ class TokenizerConfig:
     scales: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5, 7])
     quant_resi: float = 0.5  # VAR's phi: output = (1 - r)·h + r·conv(h)
     phi_count: int = 4  # VAR's share_quant_resi: 0 one phi per scale, 1 shared, k>1 partially shared
-    band_geometry: str = "radial"  # frequency: "radial" (Euclidean) or "square" (Chebyshev) band masks
+    band_allocation: str = "grid"  # frequency: "grid" (bands tied to their grids) or "paper" (FR-VAE's σ_i)
+    band_geometry: str = "radial"  # frequency, paper allocation: "radial" (Euclidean) or "square" (Chebyshev) masks
+    allow_empty_bands: bool = False  # frequency: accept an allocation that leaves a band without frequencies
     carry_error: bool = True  # frequency: each band also quantizes what earlier bands left unexplained
     # Loss: reconstruction + ssim_weight·(1 - MS-SSIM) + codebook terms.
     reconstruction: str = "l2"  # "l2" or "l1" (l2 optimises what PSNR measures)
@@ -93,9 +95,16 @@ def default_scales(side: int) -> list[int]:
 
 def load_tokenizer(directory) -> tuple[Tokenizer, dict]:
     """A tokenizer release (``train-tokenizer --out``) → (tokenizer in eval mode, its config.json document)."""
-    from argen.checkpoint import load_release
+    from argen.checkpoint import load_release, read_release_config
 
-    return load_release(directory, kind="tokenizer", config_class=TokenizerConfig, build=build_tokenizer)
+    overrides = {}
+    values = read_release_config(directory, kind="tokenizer")["config"]
+    if values.get("kind") == "frequency" and "band_allocation" not in values:
+        # Written before band allocation was a choice: FR-VAE's thresholds, empty bands and all.
+        overrides = {"band_allocation": "paper", "allow_empty_bands": True}
+    return load_release(
+        directory, kind="tokenizer", config_class=TokenizerConfig, build=build_tokenizer, overrides=overrides
+    )
 
 
 __all__ = ["TOKENIZERS", "Tokenizer", "TokenizerConfig", "build_tokenizer", "default_scales", "load_tokenizer"]

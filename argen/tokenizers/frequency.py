@@ -56,25 +56,124 @@ if TYPE_CHECKING:
     from argen.tokenizers import TokenizerConfig
 
 BAND_GEOMETRIES = ("radial", "square")
+BAND_ALLOCATIONS = ("grid", "paper")
 
 
-def band_masks(side: int, scales: Sequence[int], *, geometry: str = "radial") -> torch.Tensor:
-    """The S band masks (S, side, side) of the centred spectrum (DC at index side // 2); 0/1 floats, a partition.
+def centred_frequencies(side: int) -> torch.Tensor:
+    """Integer frequencies of a length-``side`` DFT in fftshift order (DC at index side // 2), cycles per latent."""
+    return torch.arange(side, dtype=torch.int64) - side // 2
 
-    ``scales[i]`` is the side of band i's token grid; band i spans radii [σ_{i-1}, σ_i) with the thresholds of
-    FR-VAE growing in proportion to the bands' token counts.
-    """
-    if geometry not in BAND_GEOMETRIES:
-        raise ArgenError(f"band_geometry must be one of {', '.join(BAND_GEOMETRIES)}, got {geometry!r}")
-    frequencies = torch.arange(side, dtype=torch.float64) - side // 2  # fftshift order, cycles per latent
+
+def paper_bands(side: int, scales: Sequence[int], *, geometry: str = "radial") -> torch.Tensor:
+    """Band index (side, side) of each centred frequency under FR-VAE's thresholds σ_i (``allocation="paper"``)."""
+    frequencies = centred_frequencies(side).double()
     u, v = frequencies.view(-1, 1), frequencies.view(1, -1)
     radius = torch.sqrt(u.square() + v.square()) if geometry == "radial" else torch.maximum(u.abs(), v.abs())
     tokens = torch.tensor([scale * scale for scale in scales], dtype=torch.float64)
     thresholds = torch.cumsum(tokens / tokens.sum(), 0) * radius.max()  # FR-VAE thresholds σ_i
     # Band index = how many thresholds lie at or below the radius; the last threshold (σ_max) is left out so
     # the corner frequencies fall in the last band instead of past it.
-    band = torch.bucketize(radius, thresholds[:-1], right=True)
-    return torch.nn.functional.one_hot(band, len(scales)).permute(2, 0, 1).float()
+    return torch.bucketize(radius, thresholds[:-1], right=True)
+
+
+def grid_capacity(scale: int) -> int:
+    """The largest Chebyshev frequency max(|u|, |v|) an h×h grid holds: ⌊h/2⌋, the Nyquist line of even h included.
+
+    An odd grid represents |u|, |v| ≤ (h-1)/2 exactly. An even grid also samples its Nyquist frequency h/2, but only
+    as a cosine (the +h/2 and -h/2 columns of its DFT are one column); we count that line as representable, because
+    otherwise the 2×2 grid could hold nothing but the DC term of the 1×1 grid before it and its band would be empty.
+    """
+    return scale // 2
+
+
+def grid_bands(side: int, scales: Sequence[int]) -> torch.Tensor:
+    """Band index (side, side) of each centred frequency, tied to what each band's grid can represent.
+
+    Band i takes the Chebyshev rings c = max(|u|, |v|) with cap(i-1) < c ≤ cap(i), cap = `grid_capacity` of its
+    grid; bands whose grids have the same cap (sides 2k and 2k+1) split those rings by Euclidean radius, the lower
+    radii to the earlier band, in proportion to their token counts h², cut at a radius boundary where that leaves
+    both sides non-empty. Conjugate frequencies (u, v) and (-u, -v) always share a band, so each band of a real
+    latent is real. Every band lies inside its grid's box, c ≤ ⌊h_i/2⌋ (``allocation="grid"``, the default).
+    """
+    frequencies = centred_frequencies(side)
+    u, v = frequencies.view(-1, 1).expand(side, side), frequencies.view(1, -1).expand(side, side)
+    chebyshev, radius2 = torch.maximum(u.abs(), v.abs()), u.square() + v.square()
+    caps = [min(grid_capacity(scale), side // 2) for scale in scales]
+    caps[-1] = side // 2  # the last grid is the latent itself: it holds every frequency
+    band = torch.full((side, side), -1, dtype=torch.int64)
+    lower = -1
+    for cap in sorted(set(caps)):
+        members = [index for index, value in enumerate(caps) if value == cap]
+        if cap <= lower:
+            continue
+        # Conjugate pairs as units: index (a, b) ↔ the index of (-u, -v), kept together and ordered by radius.
+        units: dict[tuple[int, int], list[tuple[int, int]]] = {}
+        for a in range(side):
+            for b in range(side):
+                if lower < int(chebyshev[a, b]) <= cap:
+                    conjugate = ((-int(u[a, b])) + side // 2) % side, ((-int(v[a, b])) + side // 2) % side
+                    units.setdefault(min((a, b), conjugate), []).append((a, b))
+        ordered = sorted(units, key=lambda key: (int(radius2[key]), key))
+        cuts = split_points([int(radius2[key]) for key in ordered], [scales[index] ** 2 for index in members])
+        for member, start, stop in zip(members, [0, *cuts], [*cuts, len(ordered)]):
+            for key in ordered[start:stop]:
+                for a, b in units[key]:
+                    band[a, b] = member
+        lower = cap
+    return band
+
+
+def split_points(keys: list[int], weights: list[int]) -> list[int]:
+    """Cut a sorted list into len(weights) non-empty runs sized in proportion to ``weights``, preferring cuts
+    between unequal keys (radius boundaries). Returns the len(weights) - 1 cut indices."""
+    total, count, cuts = sum(weights), len(keys), []
+    for part in range(1, len(weights)):
+        ideal = count * sum(weights[:part]) / total
+        low, high = (cuts[-1] + 1 if cuts else 1), count - (len(weights) - part)
+        candidates = [index for index in range(low, high + 1) if keys[index - 1] != keys[index]]
+        candidates = candidates or list(range(low, high + 1))
+        cuts.append(min(candidates, key=lambda index: (abs(index - ideal), index)))
+    return cuts
+
+
+def band_assignment(
+    side: int, scales: Sequence[int], *, allocation: str = "grid", geometry: str = "radial"
+) -> torch.Tensor:
+    """Band index (side, side) of each frequency of the centred spectrum under ``allocation``."""
+    if allocation not in BAND_ALLOCATIONS:
+        raise ArgenError(f"band_allocation must be one of {', '.join(BAND_ALLOCATIONS)}, got {allocation!r}")
+    if geometry not in BAND_GEOMETRIES:
+        raise ArgenError(f"band_geometry must be one of {', '.join(BAND_GEOMETRIES)}, got {geometry!r}")
+    if allocation == "grid":
+        return grid_bands(side, scales)
+    return paper_bands(side, scales, geometry=geometry)
+
+
+def band_sizes(side: int, scales: Sequence[int], *, allocation: str = "grid", geometry: str = "radial") -> list[int]:
+    """How many latent frequencies each band holds, low to high (what train-/eval-tokenizer print)."""
+    assignment = band_assignment(side, scales, allocation=allocation, geometry=geometry)
+    return torch.bincount(assignment.flatten(), minlength=len(scales)).tolist()
+
+
+def band_masks(
+    side: int, scales: Sequence[int], *, allocation: str = "grid", geometry: str = "radial", allow_empty: bool = False
+) -> torch.Tensor:
+    """The S band masks (S, side, side) of the centred spectrum (DC at index side // 2); 0/1 floats, a partition.
+
+    ``scales[i]`` is the side of band i's token grid. A band without any frequency is refused unless
+    ``allow_empty`` (its grid would only ever quantize the earlier bands' leftover error).
+    """
+    assignment = band_assignment(side, scales, allocation=allocation, geometry=geometry)
+    masks = torch.nn.functional.one_hot(assignment, len(scales)).permute(2, 0, 1).float()
+    sizes = masks.sum((1, 2)).long().tolist()
+    if not allow_empty and 0 in sizes:
+        raise ArgenError(
+            f"band allocation {allocation!r} ({geometry}) leaves band(s) "
+            f"{', '.join(str(i) for i, size in enumerate(sizes) if size == 0)} empty on a {side}×{side} latent with "
+            f"scales {list(scales)} (frequencies per band {sizes}); use --band-allocation grid, other --scales, "
+            "or --allow-empty-bands"
+        )
+    return masks
 
 
 def split_bands(latent: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
@@ -90,7 +189,14 @@ class FrequencyQuantizer(ResidualQuantizer):
     def __init__(self, config: TokenizerConfig, side: int):
         super().__init__(config, side)
         self.carry_error = config.carry_error
-        masks = band_masks(side, self.scales, geometry=config.band_geometry)
+        masks = band_masks(
+            side,
+            self.scales,
+            allocation=config.band_allocation,
+            geometry=config.band_geometry,
+            allow_empty=config.allow_empty_bands,
+        )
+        self.band_sizes = masks.sum((1, 2)).long().tolist()  # frequencies per band, printed by the commands
         # With carry_error each target needs the low-pass Σ_{j≤i} M_j rather than M_i alone.
         self.register_buffer("masks", masks.cumsum(0) if self.carry_error else masks, persistent=False)
 
