@@ -12,73 +12,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 from argen import __version__
+from argen.commands import discover
+from argen.commands.arguments import (
+    add_data_arguments,
+    add_sampler_arguments,
+    add_sampling_arguments,
+    add_training_arguments,
+    integer_list,
+    parse_labels,
+    print_results,
+    sampler_options,
+    training_config,
+)
+from argen.commands.config_file import apply_config
 from argen.errors import ArgenError
-
-
-def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -> None:
-    """--data and where to find it; ``shape`` adds --image-size/--channels (not for commands whose model fixes them)."""
-    group = parser.add_argument_group("data")
-    group.add_argument(
-        "--data",
-        required=True,
-        help="image source: fashion-mnist, mnist, or folder:PATH (PNG/JPEG/WebP/BMP, one subfolder per class)",
-    )
-    group.add_argument(
-        "--data-dir", help="folder holding the IDX files (default: $ARGEN_DATA, ~/.cache/argen, Debian's package)"
-    )
-    if shape:
-        group.add_argument(
-            "--image-size", type=int, help="resize + centre-crop to this side (default: native, 32 for folders)"
-        )
-        group.add_argument(
-            "--channels", type=int, choices=(1, 3), help="1 grayscale or 3 RGB (default: native, 3 for folders)"
-        )
-    group.add_argument("--verbose", action="store_true", help="list every skipped file")
-
-
-def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
-    """The budget, optimizer and checkpoint flags every trainer shares (see `argen.train.TrainingConfig`)."""
-    group = parser.add_argument_group("training")
-    group.add_argument("--out", required=True, help="run directory; rerunning on it resumes (see --fresh)")
-    group.add_argument("--steps", type=int, help="stop after this many optimizer steps")
-    group.add_argument("--epochs", type=float, help="stop after this many passes over the data")
-    group.add_argument("--minutes", type=float, help="stop after this many minutes of training (summed over resumes)")
-    group.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128), help="global batch size")
-    group.add_argument("--learning-rate", type=float, default=defaults.get("learning_rate", 1e-3))
-    group.add_argument("--weight-decay", type=float, default=defaults.get("weight_decay", 0.0))
-    group.add_argument("--warmup-steps", type=int, default=defaults.get("warmup_steps", 100))
-    group.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 disables clipping)")
-    group.add_argument("--ema-decay", type=float, default=defaults.get("ema_decay", 0.999), help="0 disables EMA")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
-    group.add_argument("--log-every", type=int, default=20, help="append to metrics.jsonl every N steps")
-    group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    group.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def training_config(arguments: argparse.Namespace):
-    from argen.train import TrainingConfig
-
-    return TrainingConfig(
-        out=arguments.out,
-        steps=arguments.steps,
-        epochs=arguments.epochs,
-        minutes=arguments.minutes,
-        batch_size=arguments.batch_size,
-        learning_rate=arguments.learning_rate,
-        weight_decay=arguments.weight_decay,
-        warmup_steps=arguments.warmup_steps,
-        grad_clip=arguments.grad_clip,
-        ema_decay=arguments.ema_decay,
-        seed=arguments.seed,
-        save_every=arguments.save_every,
-        log_every=arguments.log_every,
-        device=arguments.device,
-        fresh=arguments.fresh,
-        progress=not arguments.no_progress,
-    )
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Subcommands
@@ -131,13 +78,6 @@ def command_train_classifier(arguments: argparse.Namespace) -> None:
     )
 
 
-def integer_list(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,3, got {text!r}") from None
-
-
 def command_train_tokenizer(arguments: argparse.Namespace) -> None:
     from argen.tokenizers import TokenizerConfig
     from argen.train import train_tokenizer
@@ -185,19 +125,6 @@ def command_eval_tokenizer(arguments: argparse.Namespace) -> None:
     )
     print_results(results)
     print(f"originals above reconstructions: {image_path}")
-
-
-def print_results(results: dict) -> None:
-    """A two-column table of a results dict (nested dicts flattened as parent.child)."""
-    rows = []
-    for name, value in results.items():
-        if isinstance(value, dict):
-            rows += [(f"{name}.{key}", inner) for key, inner in value.items()]
-        else:
-            rows.append((name, value))
-    width = max(len(name) for name, _ in rows)
-    for name, value in rows:
-        print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
 
 
 def command_eval(arguments: argparse.Namespace) -> None:
@@ -343,10 +270,6 @@ def command_train(arguments: argparse.Namespace) -> None:
     )
 
 
-def parse_labels(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
 def command_sample(arguments: argparse.Namespace) -> None:
     from argen.pipeline import sample_to_files
 
@@ -369,68 +292,13 @@ def command_sample(arguments: argparse.Namespace) -> None:
     )
 
 
-def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
-    group.add_argument(
-        "--cfg-schedule", choices=("constant", "linear"), default="constant", help="linear: VAR's ramp over steps"
-    )
-    group.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    group.add_argument("--top-k", type=int, default=0, help="keep the K most likely ids (0 = all)")
-    group.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability")
-    group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
-    group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
-    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-
-
-def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that choose a sampler and its options; `sampler_options` turns them into Pipeline keywords."""
-    group = parser.add_argument_group("sampler")
-    group.add_argument(
-        "--sampler",
-        choices=("ar", "jacobi", "collaborative"),
-        default="ar",
-        help="ar: plain decoding, one pass per step; jacobi: speculative Jacobi decoding (raster, neighbor), the "
-        "same distribution in fewer passes; collaborative: collaborative decoding (scale, frequency), --model drafts "
-        "the first --draft-steps steps and the smaller --refiner makes the rest",
-    )
-    group.add_argument(
-        "--window", type=int, help="jacobi: draft steps verified per pass (default 16 raster, 4 neighbor)"
-    )
-    group.add_argument(
-        "--refiner",
-        metavar="DIR",
-        help="collaborative: model directory of a smaller generator trained with the same order on the same "
-        "tokenizer as --model (argen train --tokenizer MODEL/tokenizer ...)",
-    )
-    group.add_argument(
-        "--draft-steps",
-        type=int,
-        metavar="N",
-        help="collaborative: steps --model makes before --refiner takes over, from 0 (refiner alone) to every step "
-        "(model alone); a 7×7 latent has 6 scales or bands",
-    )
-
-
-def sampler_options(arguments: argparse.Namespace) -> dict:
-    """The `argen.Pipeline` keyword arguments (sampler=..., and its options) of `add_sampler_arguments`' flags."""
-    options: dict = {"sampler": arguments.sampler}
-    if arguments.window is not None:
-        if arguments.sampler != "jacobi":
-            raise ArgenError("--window is an option of --sampler jacobi: add --sampler jacobi or drop --window")
-        options["window"] = arguments.window
-    flags = {"--refiner": arguments.refiner, "--draft-steps": arguments.draft_steps}
-    given = [flag for flag, value in flags.items() if value is not None]
-    if arguments.sampler == "collaborative":
-        if len(given) < 2:
-            raise ArgenError("--sampler collaborative needs --refiner DIR (a smaller model) and --draft-steps N")
-        options.update(refiner=arguments.refiner, draft_steps=arguments.draft_steps)
-    elif given:
-        raise ArgenError(f"{' and '.join(given)} go with --sampler collaborative: add it or drop them")
-    return options
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """The ``argen`` parser with every subcommand."""
+    return build_parsers()[0]
+
+
+def build_parsers() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    """The ``argen`` parser and each subcommand's parser by name (the --config loader fills one of those)."""
     from argen.tokenizers import TokenizerConfig
 
     parser = argparse.ArgumentParser(
@@ -449,9 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="read this command's flags from a TOML file (keys are flag names without --, e.g. learning-rate = "
         "2e-3; see configs/); flags on the command line win",
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parsers: dict[str, argparse.ArgumentParser] = {}
 
-    data_info = commands.add_parser(
+    def add_command(name: str, **keywords) -> argparse.ArgumentParser:
+        parsers[name] = subparsers.add_parser(name, **keywords)
+        return parsers[name]
+
+    data_info = add_command(
         "data-info",
         parents=[common],
         help="describe an image source and write a grid of examples",
@@ -462,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_info.add_argument("--grid-count", type=int, default=64, help="how many images in the grid")
     data_info.set_defaults(handler=command_data_info)
 
-    classifier = commands.add_parser(
+    classifier = add_command(
         "train-classifier",
         parents=[common],
         help="train the small classifier whose features drive FID/KID/IS and class accuracy",
@@ -476,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--dropout", type=float, default=0.2, help="dropout before the last layer")
     classifier.set_defaults(handler=command_train_classifier)
 
-    tokenizer = commands.add_parser(
+    tokenizer = add_command(
         "train-tokenizer",
         parents=[common],
         help="train an image tokenizer: vq, fsq, multiscale (VAR) or frequency (NFIG)",
@@ -523,7 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(tokenizer, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.0)
     tokenizer.set_defaults(handler=command_train_tokenizer)
 
-    evaluate = commands.add_parser(
+    evaluate = add_command(
         "eval-tokenizer",
         parents=[common],
         help="PSNR, SSIM, codebook usage, perplexity and bits per image of a tokenizer",
@@ -539,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-progress", action="store_true")
     evaluate.set_defaults(handler=command_eval_tokenizer)
 
-    encode = commands.add_parser(
+    encode = add_command(
         "encode",
         parents=[common],
         help="encode a dataset's images to token ids once (a cache for generator training)",
@@ -553,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("--no-progress", action="store_true")
     encode.set_defaults(handler=command_encode)
 
-    train = commands.add_parser(
+    train = add_command(
         "train",
         parents=[common],
         help="train a generator: raster, scale (VAR), frequency (NFIG) or neighbor (NAR) on a tokenizer",
@@ -573,7 +446,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_training_arguments(train, batch_size=128, learning_rate=1e-3, weight_decay=0.05, warmup_steps=200)
     train.set_defaults(handler=command_train)
 
-    sample = commands.add_parser(
+    sample = add_command(
         "sample",
         parents=[common],
         help="generate images from a model directory: a grid, a progress GIF, an npz",
@@ -589,7 +462,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampler_arguments(sample)
     sample.set_defaults(handler=command_sample)
 
-    export = commands.add_parser(
+    export = add_command(
         "export",
         parents=[common],
         help="copy a model directory or a release without training state, weights in half precision",
@@ -601,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
     export.set_defaults(handler=command_export)
 
-    bench = commands.add_parser(
+    bench = add_command(
         "bench",
         parents=[common],
         help="train every order at one size and budget, evaluate them, write tables, a plot and sample grids",
@@ -647,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--no-progress", action="store_true", help="no progress bars")
     bench.set_defaults(handler=command_bench)
 
-    demo = commands.add_parser(
+    demo = add_command(
         "demo",
         parents=[common],
         help="sample every shipped Fashion-MNIST pipeline and write demo/index.html (under a minute on a CPU)",
@@ -663,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-progress", action="store_true")
     demo.set_defaults(handler=command_demo)
 
-    evaluate = commands.add_parser(
+    evaluate = add_command(
         "eval",
         parents=[common],
         help="FID, KID, IS, precision/recall, class accuracy and speed of a generator, offline",
@@ -697,84 +570,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(evaluate)
     add_sampler_arguments(evaluate)
     evaluate.set_defaults(handler=command_eval, batch_size=100)
-    return parser
 
-
-def config_path(argv: list[str]) -> str | None:
-    for index, argument in enumerate(argv):
-        if argument == "--config" and index + 1 < len(argv):
-            return argv[index + 1]
-        if argument.startswith("--config="):
-            return argument.split("=", 1)[1]
-    return None
-
-
-def apply_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
-    """Make a --config TOML file's values the defaults of its command, so that explicit flags still win.
-
-    Keys are the command's long flag names without the dashes; an optional ``command = "train"`` key guards against
-    handing one command's recipe to another. Unknown keys and wrongly typed values are refused before any work.
-    """
-    path = config_path(argv)
-    if path is None:
-        return
-    try:
-        import tomllib
-    except ImportError:  # Python 3.10
-        import tomli as tomllib
-    subcommands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
-    command = next((argument for argument in argv if argument in subcommands.choices), None)
-    if command is None:
-        raise ArgenError(
-            "--config goes after a command, e.g. argen train --config configs/fashion-mnist/frequency.toml"
+    for module in discover():  # argen/commands/<name>.py, one module per command
+        command = add_command(
+            module.NAME, parents=[common], help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
         )
-    try:
-        values = tomllib.loads(Path(path).read_text())
-    except OSError as error:
-        raise ArgenError(f"cannot read --config {path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ArgenError(f"--config {path} is not valid TOML: {error}") from None
-    expected = values.pop("command", command)
-    if expected != command:
-        raise ArgenError(f"{path} is a recipe for `argen {expected}`, not `argen {command}`")
-    subparser = subcommands.choices[command]
-    flags = {
-        option[2:]: action
-        for action in subparser._actions
-        for option in action.option_strings
-        if option.startswith("--") and option not in ("--help", "--config")
-    }
-    defaults = {}
-    for key, value in values.items():
-        action = flags.get(key)
-        if action is None:
-            raise ArgenError(f"{path}: `argen {command}` has no flag --{key} (see argen {command} --help)")
-        if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
-            if not isinstance(value, bool):
-                raise ArgenError(f"{path}: {key} is a switch, give true or false")
-        elif isinstance(value, (dict, list)) or isinstance(value, bool):
-            raise ArgenError(f"{path}: {key} takes one value, got {value!r}")
-        else:
-            try:
-                value = action.type(value) if action.type is not None else str(value)
-            except (TypeError, ValueError):
-                raise ArgenError(f"{path}: {key} = {value!r} is not a valid value") from None
-            if action.choices is not None and value not in action.choices:
-                choices = ", ".join(map(str, action.choices))
-                raise ArgenError(f"{path}: {key} must be one of {choices}, got {value!r}")
-        defaults[action.dest] = value
-        action.required = False  # given by the file
-    subparser.set_defaults(**defaults)
+        module.add_arguments(command)
+        command.set_defaults(handler=module.run)
+    return parser, parsers
+
+
+def parse_arguments(argv: list[str]) -> argparse.Namespace:
+    """``argv`` parsed, a --config file's values filled in; ``handler`` is None when no command was given."""
+    parser, parsers = build_parsers()
+    apply_config(argv, parsers)
+    arguments = parser.parse_args(argv)
+    if getattr(arguments, "handler", None) is None:
+        parser.print_help()
+        arguments.handler = None
+    return arguments
 
 
 def run(argv: list[str] | None = None) -> None:
     """Parse ``argv`` and run the command; errors propagate (for tests and library use)."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
-    apply_config(parser, argv)
-    arguments = parser.parse_args(argv)
-    if getattr(arguments, "handler", None) is None:
-        parser.print_help()
+    arguments = parse_arguments(argv)
+    if arguments.handler is None:
         return
     arguments.argv = argv  # what produced a result (argen bench records it)
     handler: Callable[[argparse.Namespace], None] = arguments.handler
