@@ -238,8 +238,8 @@ def run_benchmark(
         )  # fmt: skip
 
     # 4. Measurements. The real images' features are computed at most once, and only if something is not cached.
+    from argen.commands.sample import sample_to_files
     from argen.evaluate import evaluate_generator, evaluate_tokenizer, load_evaluation_classifier, reference_features
-    from argen.pipeline import sample_to_files
 
     classifier_model, classifier_accuracy = load_evaluation_classifier(classifier_directory, device=evaluation_device)
     classifier_fingerprint = release_fingerprint(classifier_directory)

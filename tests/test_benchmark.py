@@ -14,8 +14,8 @@ import torch
 from conftest import write_idx_dataset
 from PIL import Image
 
+import argen.commands.sample
 import argen.evaluate
-import argen.pipeline
 import argen.train
 from argen.benchmark import ORDERS, TOKENIZER_FOR
 from argen.cli import run
@@ -59,7 +59,7 @@ def calls(monkeypatch):
 
     for name in ("evaluate_generator", "evaluate_tokenizer", "reference_features"):
         counted(argen.evaluate, name)
-    counted(argen.pipeline, "sample_to_files")
+    counted(argen.commands.sample, "sample_to_files")
     monkeypatch.setattr("argen.benchmark.shipped_checkpoint", lambda data, name="": None)
     return counts
 
