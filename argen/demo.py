@@ -21,14 +21,7 @@ from PIL import Image, ImageDraw
 
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
 from argen.errors import ArgenError
-
-ORDERS = ("raster", "scale", "frequency", "neighbor")
-PAPERS = {
-    "raster": "raster next-token (LlamaGen, arXiv 2406.06525)",
-    "scale": "next-scale (VAR, arXiv 2404.02905)",
-    "frequency": "next-frequency (NFIG, arXiv 2503.07076)",
-    "neighbor": "next-neighbor (NAR, arXiv 2503.10696)",
-}
+from argen.orders import ORDERS
 
 
 def find_checkpoints(checkpoints: str | Path | None, data: str) -> Path:
@@ -116,7 +109,7 @@ def run_demo(
         count = timed.pixels.shape[0]
         row = {
             "order": order,
-            "paper": PAPERS[order],
+            "paper": ORDERS[order].summary(),
             "parameters": sum(parameter.numel() for parameter in pipeline.model.parameters()),
             "steps": timed.forward_passes,
             "images_per_second": count / seconds,

@@ -298,8 +298,9 @@ def evaluate_generator(
             pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
         )
         images, labels = generated["images"], generated["labels"]
-        # JSON-ready: a refiner (a directory, or a Pipeline) is recorded as text
-        options = {key: str(value) if key == "refiner" else value for key, value in sampling.items()}
+        # JSON-ready: an option naming another model (a directory, or a Pipeline) is recorded as text
+        options = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+                   for key, value in sampling.items()}  # fmt: skip
         results.update(
             model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
             sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],

@@ -188,6 +188,20 @@ class Pipeline:
             )
         return refiner.model
 
+    def sampler_options(self, sampler: str, options: dict) -> dict:
+        """``options`` checked against the sampler's registered ones: the required ones are there, and model
+        options (a refiner's directory or Pipeline) become that model's transformer."""
+        info = SAMPLERS.info(sampler)
+        required = [option for option in info.options if option.required]
+        if any(options.get(option.keyword) is None for option in required):
+            needed = " and ".join(f"{option.keyword}=" for option in required)
+            raise ArgenError(f"the {sampler} sampler needs {needed} (its options: argen sample --help)")
+        options = dict(options)
+        for option in info.options:
+            if option.model and options.get(option.keyword) is not None:
+                options[option.keyword] = self.refiner_model(options[option.keyword])
+        return options
+
     @torch.no_grad()
     def __call__(
         self,
@@ -208,15 +222,7 @@ class Pipeline:
 
         ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does.
         """
-        if sampler not in SAMPLERS:
-            raise ArgenError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        if sampler == "collaborative":
-            if sampler_options.get("refiner") is None or sampler_options.get("draft_steps") is None:
-                raise ArgenError(
-                    "the collaborative sampler needs refiner= (a Pipeline or a model directory) and draft_steps= "
-                    "(the steps this model makes before the refiner takes over)"
-                )
-            sampler_options["refiner"] = self.refiner_model(sampler_options["refiner"])
+        sampler_options = self.sampler_options(sampler, sampler_options)
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 labels = torch.tensor([self.class_index(label) for label in labels], dtype=torch.long)

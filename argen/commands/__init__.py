@@ -15,9 +15,9 @@ Command modules import their heavy dependencies inside ``run``, so that ``argen 
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from types import ModuleType
+
+from argen.registry import import_modules
 
 # Commands without an ORDER come after the numbered ones, alphabetically.
 DEFAULT_ORDER = 1000
@@ -25,11 +25,7 @@ DEFAULT_ORDER = 1000
 
 def discover() -> list[ModuleType]:
     """Every command module of this package, in `argen --help` order (ORDER, then NAME)."""
-    modules = []
-    for info in pkgutil.iter_modules(__path__):
-        module = importlib.import_module(f"{__name__}.{info.name}")
-        if hasattr(module, "NAME"):
-            modules.append(module)
+    modules = [module for module in import_modules(__name__) if hasattr(module, "NAME")]
     names = [module.NAME for module in modules]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:

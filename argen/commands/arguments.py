@@ -31,6 +31,22 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -
     group.add_argument("--verbose", action="store_true", help="list every skipped file")
 
 
+def order_choices() -> str:
+    """The registered orders for help text: "raster (LlamaGen), scale (VAR), ..."."""
+    from argen.orders import ORDERS
+
+    return ", ".join(f"{name} ({order.paper})" for name, order in ORDERS.items())
+
+
+def add_preset_argument(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """--preset, one of `argen.transformer.PRESETS`."""
+    from argen.transformer import PRESETS
+
+    sizes = ", ".join(f"{name} ({', '.join(f'{key} {value}' for key, value in fields.items())})"
+                      for name, fields in PRESETS.items())  # fmt: skip
+    parser.add_argument("--preset", default=default, choices=list(PRESETS), help=f"transformer size: {sizes}")
+
+
 def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     """The budget, optimizer and checkpoint flags every trainer shares (see `argen.train.TrainingConfig`)."""
     group = parser.add_argument_group("training")
@@ -114,47 +130,54 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
-    """The flags that choose a sampler and its options; `sampler_options` turns them into Pipeline keywords."""
+    """--sampler and every registered sampler's options; `sampler_options` turns them into Pipeline keywords."""
+    from argen.samplers import SAMPLERS
+
     group = parser.add_argument_group("sampler")
-    group.add_argument(
-        "--sampler",
-        choices=("ar", "jacobi", "collaborative"),
-        default="ar",
-        help="ar: plain decoding, one pass per step; jacobi: speculative Jacobi decoding (raster, neighbor), the "
-        "same distribution in fewer passes; collaborative: collaborative decoding (scale, frequency), --model drafts "
-        "the first --draft-steps steps and the smaller --refiner makes the rest",
-    )
-    group.add_argument(
-        "--window", type=int, help="jacobi: draft steps verified per pass (default 16 raster, 4 neighbor)"
-    )
-    group.add_argument(
-        "--refiner",
-        metavar="DIR",
-        help="collaborative: model directory of a smaller generator trained with the same order on the same "
-        "tokenizer as --model (argen train --tokenizer MODEL/tokenizer ...)",
-    )
-    group.add_argument(
-        "--draft-steps",
-        type=int,
-        metavar="N",
-        help="collaborative: steps --model makes before --refiner takes over, from 0 (refiner alone) to every step "
-        "(model alone); a 7×7 latent has 6 scales or bands",
-    )
+    infos = [SAMPLERS.info(name) for name in SAMPLERS]
+    described = []
+    for info in infos:
+        fits = f" ({', '.join(info.supported_orders())})" if info.needs else ""
+        described.append(f"{info.name}: {info.method}{fits}, {info.help}")
+    group.add_argument("--sampler", choices=list(SAMPLERS), default="ar", help="; ".join(described))
+    flags: set[str] = set()
+    for info in infos:
+        for option in info.options:
+            if option.flag not in flags:  # samplers may share an option
+                flags.add(option.flag)
+                group.add_argument(
+                    option.flag, dest=option.keyword, type=option.type, metavar=option.metavar,
+                    help=f"{info.name}: {option.help}",
+                )  # fmt: skip
 
 
 def sampler_options(arguments: argparse.Namespace) -> dict:
-    """The `argen.Pipeline` keyword arguments (sampler=..., and its options) of `add_sampler_arguments`' flags."""
+    """The `argen.Pipeline` keyword arguments (sampler=..., and its options) of `add_sampler_arguments`' flags.
+
+    An option given for another sampler than the chosen one, or a required one left out, is refused in one line.
+    """
+    from argen.samplers import SAMPLERS
+
+    chosen = SAMPLERS.info(arguments.sampler)
     options: dict = {"sampler": arguments.sampler}
-    if arguments.window is not None:
-        if arguments.sampler != "jacobi":
-            raise ArgenError("--window is an option of --sampler jacobi: add --sampler jacobi or drop --window")
-        options["window"] = arguments.window
-    flags = {"--refiner": arguments.refiner, "--draft-steps": arguments.draft_steps}
-    given = [flag for flag, value in flags.items() if value is not None]
-    if arguments.sampler == "collaborative":
-        if len(given) < 2:
-            raise ArgenError("--sampler collaborative needs --refiner DIR (a smaller model) and --draft-steps N")
-        options.update(refiner=arguments.refiner, draft_steps=arguments.draft_steps)
-    elif given:
-        raise ArgenError(f"{' and '.join(given)} go with --sampler collaborative: add it or drop them")
+    misplaced: dict[str, list[str]] = {}  # sampler → its flags given without it
+    for name in SAMPLERS:
+        for option in SAMPLERS.info(name).options:
+            value = getattr(arguments, option.keyword, None)
+            if value is None:
+                continue
+            if option in chosen.options:
+                options[option.keyword] = value
+            elif all(option.flag not in flags for flags in misplaced.values()):
+                misplaced.setdefault(name, []).append(option.flag)
+    for name, flags in misplaced.items():
+        if len(flags) == 1:
+            raise ArgenError(f"{flags[0]} is an option of --sampler {name}: add --sampler {name} or drop {flags[0]}")
+        raise ArgenError(f"{' and '.join(flags)} go with --sampler {name}: add it or drop them")
+    missing = [option for option in chosen.options if option.required and option.keyword not in options]
+    if missing:
+        needed = " and ".join(
+            f"{option.flag} {option.metavar or 'VALUE'}" for option in chosen.options if option.required
+        )
+        raise ArgenError(f"--sampler {chosen.name} needs {needed}")
     return options

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from argen.commands.arguments import add_data_arguments
+from argen.commands.arguments import add_data_arguments, add_preset_argument
 
 NAME = "bench"
 HELP = "train every order at one size and budget, evaluate them, write tables, a plot and sample grids"
 DESCRIPTION = (
-    "Train (or reuse) the tokenizers (vq for raster and neighbor, multiscale for scale, frequency for frequency), "
+    "Train (or reuse) the tokenizers (each order's default tokenizer kind: {tokenizers}), "
     "the classifier if none is given or shipped, and one generator per order with one shared recipe and budget; "
     "score --num samples of each and the real test split (the floor row); write OUT/results.json, OUT/results.md, "
     "OUT/quality-speed.png and OUT/samples-ORDER.png, OUT/progress-ORDER.gif. Training takes about (tokenizer "
@@ -20,13 +20,18 @@ ORDER = 90
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from argen.orders import ORDERS, default_tokenizers
+
+    parser.description = DESCRIPTION.format(
+        tokenizers=", ".join(f"{kind} for {order}" for order, kind in default_tokenizers().items())
+    )
     add_data_arguments(parser)
     parser.add_argument("--out", help="benchmark folder (default: runs/bench/DATA)")
     parser.add_argument(
         "--orders",
         type=lambda text: [part.strip() for part in text.split(",") if part.strip()],
-        default=["raster", "scale", "frequency", "neighbor"],
-        help="comma-separated orders to compare (default: raster,scale,frequency,neighbor)",
+        default=list(ORDERS),
+        help=f"comma-separated orders to compare (default: {','.join(ORDERS)})",
     )
     parser.add_argument("--minutes", type=float, help="training minutes per generator (summed over resumes)")
     parser.add_argument("--steps", type=int, help="training steps per generator (the first budget reached wins)")
@@ -35,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--evaluate-only", action="store_true", help="train nothing: measure the model directories already in --out"
     )
-    parser.add_argument("--preset", default="1m", choices=("tiny", "1m", "3m", "10m"), help="transformer size")
+    add_preset_argument(parser, default="1m")
     parser.add_argument("--num", type=int, default=10000, help="images generated and scored per order")
     parser.add_argument(
         "--classifier", help="feature network (default: the shipped one for --data, else one trained in OUT/classifier)"

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import add_data_arguments, add_training_arguments, training_config
+from argen.commands.arguments import (
+    add_data_arguments,
+    add_preset_argument,
+    add_training_arguments,
+    order_choices,
+    training_config,
+)
 from argen.errors import ArgenError
 
 NAME = "train"
-HELP = "train a generator: raster, scale (VAR), frequency (NFIG) or neighbor (NAR) on a tokenizer"
+HELP = "train a generator: the transformer under a generation order on a tokenizer"
 DESCRIPTION = (
     "Train the transformer under a generation order on a tokenizer's ids; --out becomes a model directory that "
     "`argen sample` and `argen.Pipeline.from_pretrained` load."
@@ -18,9 +24,11 @@ ORDER = 60
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (train-tokenizer --out)")
-    parser.add_argument("--order", required=True, choices=("raster", "scale", "frequency", "neighbor"))
+    from argen.orders import ORDERS
+
+    parser.add_argument("--order", required=True, choices=list(ORDERS), help=f"generation order: {order_choices()}")
     add_data_arguments(parser)
-    parser.add_argument("--preset", default="3m", choices=("tiny", "1m", "3m", "10m"), help="transformer size")
+    add_preset_argument(parser, default="3m")
     parser.add_argument("--tokens", help="token cache from `argen encode` (default: made in --out on first run)")
     parser.add_argument("--class-dropout", type=float, help="probability of training on the null class (CFG)")
     parser.add_argument("--dropout", type=float, help="dropout inside the transformer")

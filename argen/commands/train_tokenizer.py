@@ -7,16 +7,17 @@ import argparse
 from argen.commands.arguments import add_data_arguments, add_training_arguments, integer_list, training_config
 
 NAME = "train-tokenizer"
-HELP = "train an image tokenizer: vq, fsq, multiscale (VAR) or frequency (NFIG)"
+HELP = "train an image tokenizer: a conv autoencoder with one of the registered quantizers"
 DESCRIPTION = "Train a conv autoencoder with a quantizer; the run directory becomes a tokenizer release."
 ORDER = 30
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from argen.tokenizers import TokenizerConfig
+    from argen.tokenizers import TOKENIZERS, TokenizerConfig
 
     add_data_arguments(parser)
-    parser.add_argument("--tokenizer", required=True, choices=("vq", "fsq", "multiscale", "frequency"))
+    kinds = ", ".join(f"{kind} ({tokenizer.method}, {tokenizer.paper})" for kind, tokenizer in TOKENIZERS.items())
+    parser.add_argument("--tokenizer", required=True, choices=list(TOKENIZERS), help=f"quantizer: {kinds}")
     defaults = TokenizerConfig()  # the CLI's defaults are the library's, so the two never drift apart
     parser.add_argument(
         "--codebook-size", type=int, default=defaults.codebook_size, help="K codes (vq, multiscale, frequency)"
