@@ -159,7 +159,7 @@ def run_benchmark(
     """
     import torch
 
-    from argen.data import release_fingerprint
+    from argen.checkpoint import release_fingerprint
 
     out = Path(out or default_out(data))
     orders = list(dict.fromkeys(orders if orders is not None else ORDERS))
@@ -396,7 +396,7 @@ def train_models(
     say: Callable[[str], None],
 ) -> None:
     """Train (or resume, or find finished) each tokenizer kind the orders need, then each order's generator."""
-    from argen.data import release_fingerprint
+    from argen.checkpoint import release_fingerprint
     from argen.tokenizers import TokenizerConfig
     from argen.train import TrainingConfig, train_generator, train_tokenizer
 

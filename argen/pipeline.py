@@ -14,8 +14,7 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,29 +22,21 @@ from PIL import Image
 
 from argen.checkpoint import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
+    GENERATOR_KIND,
+    GeneratorConfig,
     config_from_dict,
     config_to_dict,
     load_release_weights,
     read_release_config,
+    release_fingerprint,
     save_release,
 )
-from argen.data import float_to_images, release_fingerprint
+from argen.data import float_to_images
 from argen.errors import ArgenError
 from argen.orders import build_order
 from argen.samplers import SAMPLERS
 from argen.tokenizers import load_tokenizer
 from argen.transformer import Transformer, TransformerConfig
-
-GENERATOR_KIND = "generator"
-
-
-@dataclass
-class GeneratorConfig:
-    """What config.json of a generator release holds: the order and the transformer's config."""
-
-    order: str
-    transformer: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +52,8 @@ class PipelineOutput:
     intermediates: list[list[Image.Image]] | None = None
     intermediate_pixels: list[torch.Tensor] | None = None  # per step, uint8 (B, C, H, W)
     passes_by_model: dict[str, int] | None = None  # collaborative: {"drafter": N, "refiner": S - N}
+    batches: int = 1  # forward passes and passes_by_model are summed over this many batches
+    seconds: float | None = None  # wall time of the sampling (model calls and decoding), for generate_batched
 
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
@@ -255,12 +248,56 @@ class Pipeline:
             passes_by_model=result.passes_by_model,
         )
 
+    def generate_batched(
+        self,
+        labels: torch.Tensor | None,
+        *,
+        num_images: int,
+        batch_size: int,
+        seed: int = 0,
+        progress: bool = True,
+        return_intermediates: bool = False,
+        **options,
+    ) -> PipelineOutput:
+        """``num_images`` images in batches of ``batch_size``, batch b seeded ``seed + b``, joined into one output.
 
-def copy_release(source: str | Path, destination: str | Path) -> None:
-    """Copy a release directory's two files (used to put the tokenizer beside a generator)."""
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):  # config last: its presence marks a complete release
-        temporary = destination / f".{name}.copy"
-        shutil.copyfile(Path(source) / name, temporary)
-        temporary.replace(destination / name)
+        ``labels`` (N,) gives each image's class (None for an unconditional model). The one seeded batch loop of
+        `argen sample` and `argen eval`: a seed and a batch size reproduce the same images. ``forward_passes`` and
+        ``passes_by_model`` are summed over the ``batches``; ``seconds`` is the wall time of the whole loop.
+        """
+        import time
+
+        from tqdm.auto import tqdm
+
+        outputs, started = [], time.perf_counter()
+        starts = range(0, num_images, batch_size)
+        for batch_index, start in enumerate(tqdm(starts, desc="sample", unit="batch", disable=not progress)):
+            count = min(batch_size, num_images - start)
+            batch_labels = labels[start : start + count] if labels is not None else None
+            outputs.append(
+                self(
+                    batch_labels,
+                    num_images=None if labels is not None else count,
+                    seed=seed + batch_index,
+                    return_intermediates=return_intermediates,
+                    **options,
+                )  # fmt: skip
+            )
+        seconds = time.perf_counter() - started
+        first = outputs[0]
+        steps = range(len(first.intermediate_pixels)) if return_intermediates else range(0)
+        step_pixels = [torch.cat([output.intermediate_pixels[step] for output in outputs]) for step in steps]
+        return PipelineOutput(
+            images=[image for output in outputs for image in output.images],
+            ids=[torch.cat([output.ids[index] for output in outputs]) for index in range(len(first.ids))],
+            labels=labels,
+            forward_passes=sum(output.forward_passes for output in outputs),
+            pixels=torch.cat([output.pixels for output in outputs]),
+            intermediates=[to_pil(pixels) for pixels in step_pixels] if return_intermediates else None,
+            intermediate_pixels=step_pixels if return_intermediates else None,
+            passes_by_model=None if first.passes_by_model is None else {
+                name: sum(output.passes_by_model[name] for output in outputs) for name in first.passes_by_model
+            },
+            batches=len(outputs),
+            seconds=seconds,
+        )  # fmt: skip

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.data import encode_dataset, load_dataset, release_fingerprint, save_token_cache
+    from argen.checkpoint import release_fingerprint
+    from argen.data import load_dataset
     from argen.tokenizers import load_tokenizer
+    from argen.tokenizers.cache import encode_dataset, save_token_cache
 
     tokenizer, _ = load_tokenizer(arguments.tokenizer)
     config = tokenizer.config

@@ -28,8 +28,7 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
     The token cache and training state stay behind. The tokenizer's fingerprint changes with its weights, so the
     generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
     """
-    from argen.checkpoint import export_release
-    from argen.data import release_fingerprint
+    from argen.checkpoint import export_release, release_fingerprint
     from argen.pipeline import Pipeline
 
     source, destination = Path(source), Path(destination)

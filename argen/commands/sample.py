@@ -66,70 +66,39 @@ def sample_to_files(
     """What `argen sample` does: ``per_label`` images for each label (default every class), a grid with one row per
     label, optionally a GIF of every step and an npz of the images. Batches use seeds seed, seed+1, ... so a seed
     and batch size reproduce the same files."""
-    import time
-
     import torch
-    from tqdm.auto import tqdm
 
     from argen.data import image_grid, save_images_npz
-    from argen.pipeline import Pipeline, PipelineOutput
+    from argen.pipeline import Pipeline
 
     pipeline = Pipeline.from_pretrained(model_directory, device=device)
-    conditional = pipeline.model.config.num_classes > 0
-    if conditional:
+    wanted = None
+    if pipeline.model.config.num_classes > 0:
         chosen = [pipeline.class_index(label) for label in labels] if labels else list(range(len(pipeline.classes)))
         wanted = torch.tensor(chosen, dtype=torch.long).repeat_interleave(per_label)
     elif labels:
         raise ArgenError("this model is unconditional: drop --labels")
-    total = len(wanted) if conditional else per_label
-    outputs, start_time = [], time.perf_counter()
-    for batch_index, start in enumerate(
-        tqdm(range(0, total, batch_size), desc="sample", unit="batch", disable=not verbose)
-    ):
-        count = min(batch_size, total - start)
-        outputs.append(
-            pipeline(
-                wanted[start : start + count] if conditional else None,
-                num_images=None if conditional else count,
-                seed=seed + batch_index,
-                return_intermediates=progress_path is not None,
-                **sampling,
-            )
-        )
-    seconds = time.perf_counter() - start_time
-    pixels = torch.cat([output.pixels for output in outputs])
-    ids = [torch.cat([output.ids[index] for output in outputs]) for index in range(len(outputs[0].ids))]
-    result = PipelineOutput(
-        images=[image for output in outputs for image in output.images],
-        ids=ids,
-        labels=wanted if conditional else None,
-        forward_passes=sum(output.forward_passes for output in outputs),
-        pixels=pixels,
-    )
+    total = len(wanted) if wanted is not None else per_label
+    result = pipeline.generate_batched(
+        wanted, num_images=total, batch_size=batch_size, seed=seed, progress=verbose,
+        return_intermediates=progress_path is not None, **sampling,
+    )  # fmt: skip
     if grid_path:
-        image_grid(pixels, columns=per_label).save(grid_path)
+        image_grid(result.pixels, columns=per_label).save(grid_path)
     if progress_path:
-        frames = []
-        for step in range(len(outputs[0].intermediate_pixels)):
-            step_pixels = torch.cat([output.intermediate_pixels[step] for output in outputs])
-            frames.append(image_grid(step_pixels, columns=per_label))
+        frames = [image_grid(pixels, columns=per_label) for pixels in result.intermediate_pixels]
         durations = [250] * (len(frames) - 1) + [1500]  # hold the finished image
         frames[0].save(progress_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     if npz_path:
-        save_images_npz(npz_path, pixels, wanted if conditional else None)
-    if outputs[0].passes_by_model is not None:
-        result.passes_by_model = {
-            name: sum(output.passes_by_model[name] for output in outputs) for name in outputs[0].passes_by_model
-        }
+        save_images_npz(npz_path, result.pixels, wanted)
     if verbose:
-        passes = result.forward_passes / len(outputs)
         split = ""
         if result.passes_by_model is not None:  # collaborative decoding: which model made the calls
-            counts = ", ".join(f"{name} {count / len(outputs):.0f}" for name, count in result.passes_by_model.items())
+            counts = ", ".join(f"{name} {count / result.batches:.0f}" for name, count in result.passes_by_model.items())
             split = f" ({counts})"
         print(
-            f"{total} images in {seconds:.2f} s ({total / seconds:.1f} images/s), "
-            f"{passes:.0f} forward passes per batch{split}"
+            f"{total} images in {result.seconds:.2f} s ({total / result.seconds:.1f} images/s), "
+            f"{result.forward_passes / result.batches:.0f} forward passes per batch{split}"
         )
         for path, what in ((grid_path, "grid"), (progress_path, "progress GIF"), (npz_path, "npz")):
             if path:
