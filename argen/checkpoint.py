@@ -1,4 +1,4 @@
-"""Checkpoints: the release format, the training state, atomic writes and resume.
+"""Checkpoints: the release format and fingerprints, the training state, atomic writes, the run-directory lock.
 
 Two formats, for two readers:
 
@@ -11,6 +11,11 @@ Two formats, for two readers:
 
 Every file is written to a temporary name in the same directory, flushed, fsynced and renamed over the old
 one: a crash at any moment leaves either the previous complete file or the new complete file.
+
+A model directory (``argen train --out``) is two releases, ``tokenizer/`` and ``generator/`` (`GeneratorConfig`:
+the order and the transformer's config); `release_fingerprint` identifies a release by its bytes, which is how a
+token cache, a generator and a refiner are checked against their tokenizer. A run directory has one owner:
+`run_directory_lock` holds ``OUT/.lock`` while a trainer writes there.
 """
 
 from __future__ import annotations
@@ -22,7 +27,8 @@ import os
 import random
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +43,7 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 STATE_NAME = "train_state.pt"
+LOCK_NAME = ".lock"
 
 
 def shipped_checkpoint(data: str, name: str = "") -> Path | None:
@@ -320,3 +327,56 @@ def load_train_state(path: str | Path) -> dict[str, Any]:
         raise ArgenError(
             f"{path} could not be loaded safely ({first_line}); rerun with --fresh to start over"
         ) from None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Run-directory lock
+
+# Directories this process holds, with how many nested `run_directory_lock` blocks hold each: train_generator
+# locks before it writes the token cache, and the fit it calls locks the same directory again.
+_held_locks: dict[Path, list[int]] = {}
+
+
+@contextmanager
+def run_directory_lock(directory: str | Path) -> Iterator[None]:
+    """Hold ``directory/.lock`` for the block, so that one trainer at a time writes into ``directory``.
+
+    The lock is an ``fcntl.flock`` on the open file, which the kernel releases when the process ends however it ends
+    (SIGKILL included), so a lock left by a killed run never blocks a rerun; the file itself stays and holds the pid
+    of the last owner. A second trainer on a held directory stops at once with an `ArgenError` naming the holder.
+    Re-entrant within one process. Without ``fcntl`` (Windows) nothing is locked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not a POSIX system
+        yield
+        return
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = directory.resolve()
+    if key in _held_locks:
+        _held_locks[key][1] += 1
+        try:
+            yield
+        finally:
+            _held_locks[key][1] -= 1
+        return
+    handle = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(handle, 64).decode(errors="replace").strip() or "whose pid is not written yet"
+        os.close(handle)
+        raise ArgenError(
+            f"{directory} is in use by another trainer (process {holder}): wait for it to finish or stop it, or "
+            "choose another --out"
+        ) from None
+    os.ftruncate(handle, 0)
+    os.write(handle, f"{os.getpid()}\n".encode())
+    _held_locks[key] = [handle, 1]
+    try:
+        yield
+    finally:
+        del _held_locks[key]
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        os.close(handle)

@@ -20,6 +20,7 @@ and N/2 + stop + N/2 give bit-identical weights on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -39,6 +40,7 @@ from argen.checkpoint import (
     config_to_dict,
     load_train_state,
     restore_rng_state,
+    run_directory_lock,
     save_release,
     save_train_state,
 )
@@ -198,24 +200,133 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-def fit(
-    task: TrainingTask,
-    training: TrainingConfig,
-    *,
-    context: DistributedContext | None = None,
-    on_step: Callable[[int], None] | None = None,
-) -> FitResult:
-    """Train ``task`` under ``training`` and return where it stopped. See the module docstring for the flow.
+@dataclass
+class _Run:
+    """One training run's moving parts: what a checkpoint holds, and where the run stands."""
 
-    ``on_step(step)`` is called after every completed step (tests use it to interrupt a run).
+    task: TrainingTask
+    training: TrainingConfig
+    context: DistributedContext
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    ema: ExponentialMovingAverage | None
+    out: Path
+    step: int = 0
+    elapsed: float = 0.0
+    horizon: int | None = None  # the step at which the cosine schedule ends
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE_NAME
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out / METRICS_NAME
+
+    def identity(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(component config, training config) as plain dicts: what a resumed run must match."""
+        return config_to_dict(self.task.config), asdict(self.training)
+
+    def resume(self) -> None:
+        """Continue from ``OUT/train_state.pt`` if there is one (and not --fresh); refuse a different run."""
+        task, out = self.task, self.out
+        component, asked = self.identity()
+        if not self.state_path.exists() or self.training.fresh:
+            if self.context.is_main:
+                out.mkdir(parents=True, exist_ok=True)
+                self.metrics_path.unlink(missing_ok=True)
+            return
+        state = load_train_state(self.state_path)
+        if state.get("kind") != task.kind:
+            raise ArgenError(
+                f"{out} holds a '{state.get('kind')}' run, not a '{task.kind}' run; choose another --out or pass "
+                "--fresh"
+            )
+        changed = _incompatible_settings(state["component"], component, ignore=set())
+        changed += _incompatible_settings(state["training"], asked, ignore=RESUMABLE_CHANGES)
+        if changed:
+            raise ArgenError(
+                f"{out} holds a run with other settings ({'; '.join(changed[:3])}); rerun with the same settings "
+                "to resume, or pass --fresh to start over"
+            )
+        # A model may rename parameters between versions (Transformer.heads → output_heads) and map old names.
+        upgrade = getattr(self.model, "upgrade_state_dict", lambda state_dict: state_dict)
+        self.model.load_state_dict(upgrade(state["model"]))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.ema is not None:
+            self.ema.load_state_dict(upgrade(state["ema"]))
+        self.step, self.elapsed, self.horizon = state["step"], state["elapsed_seconds"], state["horizon"]
+        restore_rng_state(state["rng"])
+        if self.context.is_main:
+            _truncate_metrics(self.metrics_path, self.step)
+            tqdm.write(f"resuming {task.kind} training in {out} from step {self.step}")
+
+    def save(self, *, final: bool) -> None:
+        """The training state and a release of the (EMA) weights; only rank 0 writes."""
+        if not self.context.is_main:
+            return
+        component, asked = self.identity()
+        ema = self.ema
+        state = {
+            "kind": self.task.kind,
+            "component": component,
+            "training": asked,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {},
+            "step": self.step,
+            "elapsed_seconds": self.elapsed,
+            "horizon": self.horizon,
+            "rng": capture_rng_state(),
+        }
+        save_train_state(self.state_path, state)
+        weights = ema.state_dict() if ema is not None else self.model.state_dict()
+        extra = dict(self.task.extra, step=self.step, complete=final)
+        release = Path(self.task.release_directory) if self.task.release_directory else self.out
+        save_release(release, kind=self.task.kind, config=self.task.config, state_dict=weights, extra=extra)
+
+    def optimizer_step(self, trained: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, dict, float]:
+        """One update at the scheduled learning rate; returns (mean loss over ranks, logs, gradient norm).
+
+        A non-finite loss or gradient norm raises `TrainingDiverged` before the weights change.
+        """
+        training, out = self.training, self.out
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate_at(self.step, training=training, horizon=self.horizon)
+        trained.train()
+        loss, logs = self.task.loss(trained, batch)
+        mean_loss = float(self.context.mean(loss.detach()))
+        if not math.isfinite(mean_loss):
+            raise TrainingDiverged(
+                f"loss became {mean_loss} at step {self.step}: training stopped, the last checkpoint in {out} is "
+                "intact; lower --learning-rate or raise --warmup-steps and rerun to resume from it"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        try:
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(),
+                max_norm=training.grad_clip if training.grad_clip > 0 else float("inf"),
+                error_if_nonfinite=True,
+            )
+        except RuntimeError:
+            raise TrainingDiverged(
+                f"gradient norm became non-finite at step {self.step}: training stopped, the last checkpoint in "
+                f"{out} is intact; lower --learning-rate and rerun to resume from it"
+            ) from None
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, self.step)
+        self.step += 1
+        return mean_loss, logs, float(grad_norm)
+
+
+def _epoch_sampler(task: TrainingTask, training: TrainingConfig, context: DistributedContext):
+    """(the seeded per-epoch permutation of the examples, the per-rank batch size, optimizer steps per epoch).
+
+    ``DistributedSampler`` with drop_last: rank r of N sees every N-th index, and the union of the ranks' batches is
+    exactly the 1-process batch.
     """
-    _check_budget(training)
-    context = context or setup(training.device)
-    out = Path(training.out)
-    release_directory = Path(task.release_directory) if task.release_directory else out
-    state_path = out / STATE_NAME
-    metrics_path = out / METRICS_NAME
-
     examples = next(iter(task.tensors.values())).shape[0]
     if any(tensor.shape[0] != examples for tensor in task.tensors.values()):
         raise ValueError("all training tensors must share their first dimension")
@@ -226,17 +337,17 @@ def fit(
         )
     local_batch = training.batch_size // context.world_size
     sampler = DistributedSampler(
-        range(examples),
-        num_replicas=context.world_size,
-        rank=context.rank,
-        shuffle=True,
-        seed=training.seed,
+        range(examples), num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=training.seed,
         drop_last=True,
-    )
+    )  # fmt: skip
     steps_per_epoch = len(sampler) // local_batch
     if steps_per_epoch == 0:
         raise ArgenError(f"--batch-size {training.batch_size} is larger than the {examples} training examples")
+    return sampler, local_batch, steps_per_epoch
 
+
+def _build_run(task: TrainingTask, training: TrainingConfig, context: DistributedContext, out: Path) -> _Run:
+    """Model (seeded, so --seed fixes the initial weights), AdamW without decay on ``task.no_decay``, EMA."""
     torch.manual_seed(training.seed)
     model = task.build_model().to(context.device)
     decay, no_decay = [], []
@@ -250,175 +361,150 @@ def fit(
         fused=False,
     )
     ema = ExponentialMovingAverage(model, training.ema_decay) if training.ema_decay > 0 else None
+    return _Run(task=task, training=training, context=context, model=model, optimizer=optimizer, ema=ema, out=out)
 
-    component = config_to_dict(task.config)
-    asked = asdict(training)
-    step, elapsed, horizon = 0, 0.0, None
-    if state_path.exists() and not training.fresh:
-        state = load_train_state(state_path)
-        if state.get("kind") != task.kind:
-            raise ArgenError(
-                f"{out} holds a '{state.get('kind')}' run, not a '{task.kind}' run; "
-                "choose another --out or pass --fresh"
-            )
-        changed = _incompatible_settings(state["component"], component, ignore=set())
-        changed += _incompatible_settings(state["training"], asked, ignore=RESUMABLE_CHANGES)
-        if changed:
-            raise ArgenError(
-                f"{out} holds a run with other settings ({'; '.join(changed[:3])}); rerun with the same settings "
-                "to resume, or pass --fresh to start over"
-            )
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        step, elapsed, horizon = state["step"], state["elapsed_seconds"], state["horizon"]
-        restore_rng_state(state["rng"])
-        if context.is_main:
-            _truncate_metrics(metrics_path, step)
-            tqdm.write(f"resuming {task.kind} training in {out} from step {step}")
-    elif context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        metrics_path.unlink(missing_ok=True)
 
-    budget_steps = None
-    if training.steps is not None:
-        budget_steps = training.steps
+def _budget_steps(training: TrainingConfig, steps_per_epoch: int) -> int | None:
+    """The step budget of --steps and --epochs (the smaller), None with only a time budget."""
+    budget = training.steps
     if training.epochs is not None:
         epoch_steps = max(1, math.ceil(training.epochs * steps_per_epoch))
-        budget_steps = epoch_steps if budget_steps is None else min(budget_steps, epoch_steps)
-    if budget_steps is not None:
-        horizon = budget_steps
+        budget = epoch_steps if budget is None else min(budget, epoch_steps)
+    return budget
 
-    def save(final: bool) -> None:
-        if not context.is_main:
+
+class _Log:
+    """The progress bar and ``metrics.jsonl``: the mean loss and throughput of every ``--log-every`` steps."""
+
+    def __init__(self, run: _Run, *, budget_steps: int | None, steps_per_epoch: int) -> None:
+        self.run, self.budget_steps, self.steps_per_epoch = run, budget_steps, steps_per_epoch
+        self.bar = tqdm(
+            total=budget_steps,
+            initial=run.step,
+            desc=f"train {run.task.kind}",
+            unit="step",
+            disable=not (run.context.is_main and run.training.progress),
+            dynamic_ncols=True,
+        )
+        self.last_logs: dict[str, float] = {}
+        self._reset(time.perf_counter())
+
+    def _reset(self, now: float) -> None:
+        self.loss, self.count, self.examples, self.start = 0.0, 0, 0, now
+
+    def add(self, mean_loss: float, logs: dict, grad_norm: float, learning_rate: float) -> None:
+        """Count one finished step; write a record at the interval's end or the budget's."""
+        run, step = self.run, self.run.step
+        self.loss += mean_loss
+        self.count += 1
+        self.examples += run.training.batch_size
+        self.last_logs = {"loss": mean_loss, **logs}
+        self.bar.update(1)
+        if step % run.training.log_every and step != self.budget_steps:
             return
-        state = {
-            "kind": task.kind,
-            "component": component,
-            "training": asked,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "ema": ema.state_dict() if ema is not None else {},
+        now = time.perf_counter()
+        record = {
             "step": step,
-            "elapsed_seconds": elapsed,
-            "horizon": horizon,
-            "rng": capture_rng_state(),
+            "epoch": round(step / self.steps_per_epoch, 4),
+            "loss": self.loss / self.count,
+            "learning_rate": learning_rate,
+            "grad_norm": grad_norm,
+            "examples_per_second": self.examples / max(now - self.start, 1e-9),
+            "elapsed_seconds": round(run.elapsed, 3),
+            **{name: float(value) for name, value in logs.items()},
         }
-        save_train_state(state_path, state)
-        weights = ema.state_dict() if ema is not None else model.state_dict()
-        extra = dict(task.extra, step=step, complete=final)
-        save_release(release_directory, kind=task.kind, config=task.config, state_dict=weights, extra=extra)
+        if run.context.is_main:
+            with open(run.metrics_path, "a") as stream:
+                stream.write(json.dumps(record) + "\n")
+        shown = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['examples_per_second']:.0f}"}
+        shown.update({name: f"{value:.3g}" for name, value in logs.items()})
+        self.bar.set_postfix(shown, refresh=False)
+        self._reset(now)
 
-    trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
-    bar = tqdm(
-        total=budget_steps,
-        initial=step,
-        desc=f"train {task.kind}",
-        unit="step",
-        disable=not (context.is_main and training.progress),
-        dynamic_ncols=True,
-    )
-    interval_loss, interval_count, interval_examples, interval_start = 0.0, 0, 0, time.perf_counter()
-    last_logs: dict[str, float] = {}
+
+def _stop_reason(run: _Run, interrupt: _InterruptFlag) -> str | None:
+    """ "interrupted", "time budget" or None, agreed by every rank (or the others would wait forever)."""
+    minutes = run.training.minutes
+    stop = torch.tensor([float(minutes is not None and run.elapsed >= minutes * 60), float(interrupt.requested)])
+    if run.context.enabled:
+        torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+    if stop[1] > 0:
+        return "interrupted"
+    return "time budget" if stop[0] > 0 else None
+
+
+def fit(
+    task: TrainingTask,
+    training: TrainingConfig,
+    *,
+    context: DistributedContext | None = None,
+    on_step: Callable[[int], None] | None = None,
+) -> FitResult:
+    """Train ``task`` under ``training`` and return where it stopped. See the module docstring for the flow.
+
+    ``on_step(step)`` is called after every completed step (tests use it to interrupt a run). Rank 0 holds the run
+    directory's lock (`argen.checkpoint.run_directory_lock`) from start to end.
+    """
+    _check_budget(training)
+    context = context or setup(training.device)
+    out = Path(training.out)
+    with run_directory_lock(out) if context.is_main else contextlib.nullcontext():
+        return _fit(task, training, context=context, out=out, on_step=on_step)
+
+
+def _fit(
+    task: TrainingTask,
+    training: TrainingConfig,
+    *,
+    context: DistributedContext,
+    out: Path,
+    on_step: Callable[[int], None] | None,
+) -> FitResult:
+    sampler, local_batch, steps_per_epoch = _epoch_sampler(task, training, context)
+    run = _build_run(task, training, context, out)
+    run.resume()
+    budget_steps = _budget_steps(training, steps_per_epoch)
+    if budget_steps is not None:
+        run.horizon = budget_steps
+    trained = torch.nn.parallel.DistributedDataParallel(run.model) if context.enabled else run.model
+    log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch)
     reason = "finished"
-    run_start = time.perf_counter() - elapsed
+    run_start = time.perf_counter() - run.elapsed
     epoch_indices, indexed_epoch = torch.empty(0, dtype=torch.long), -1
     with _InterruptFlag() as interrupt:
         # A resumed run whose time budget is already spent must not take another step (elapsed comes from the
         # saved state, so every rank agrees).
-        time_left = training.minutes is None or elapsed < training.minutes * 60
-        if not time_left:
+        if training.minutes is not None and run.elapsed >= training.minutes * 60:
             reason = "time budget"
-        while time_left and (budget_steps is None or step < budget_steps):
-            epoch, position = divmod(step, steps_per_epoch)
+        while reason == "finished" and (budget_steps is None or run.step < budget_steps):
+            epoch, position = divmod(run.step, steps_per_epoch)
             if epoch != indexed_epoch:
                 sampler.set_epoch(epoch)
                 epoch_indices, indexed_epoch = torch.tensor(list(sampler), dtype=torch.long), epoch
             index_tensor = epoch_indices[position * local_batch : (position + 1) * local_batch]
             batch = {name: tensor[index_tensor].to(context.device) for name, tensor in task.tensors.items()}
-
-            learning_rate = learning_rate_at(step, training=training, horizon=horizon)
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate
-            trained.train()
-            loss, logs = task.loss(trained, batch)
-            mean_loss = float(context.mean(loss.detach()))
-            if not math.isfinite(mean_loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"loss became {mean_loss} at step {step}: training stopped, the last checkpoint in {out} is "
-                    "intact; lower --learning-rate or raise --warmup-steps and rerun to resume from it"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            learning_rate = learning_rate_at(run.step, training=training, horizon=run.horizon)
             try:
-                grad_norm = torch.nn.utils.clip_grad_norm_(
-                    model.parameters(),
-                    max_norm=training.grad_clip if training.grad_clip > 0 else float("inf"),
-                    error_if_nonfinite=True,
-                )
-            except RuntimeError:
-                bar.close()
-                raise TrainingDiverged(
-                    f"gradient norm became non-finite at step {step}: training stopped, the last checkpoint in "
-                    f"{out} is intact; lower --learning-rate and rerun to resume from it"
-                ) from None
-            optimizer.step()
-            if ema is not None:
-                ema.update(model, step)
-            step += 1
-            elapsed = time.perf_counter() - run_start
-
-            interval_loss += mean_loss
-            interval_count += 1
-            interval_examples += training.batch_size
-            last_logs = {"loss": mean_loss, **logs}
-            bar.update(1)
-            if horizon is None and step == 20 and training.minutes is not None:
+                mean_loss, logs, grad_norm = run.optimizer_step(trained, batch)
+            except TrainingDiverged:
+                log.bar.close()
+                raise
+            run.elapsed = time.perf_counter() - run_start
+            if run.horizon is None and run.step == 20 and training.minutes is not None:
                 # Only a time budget: estimate how many steps fit so the cosine schedule ends with the budget.
-                horizon = max(step + 1, int(training.minutes * 60 / (elapsed / step)))
-            if step % training.log_every == 0 or step == budget_steps:
-                now = time.perf_counter()
-                record = {
-                    "step": step,
-                    "epoch": round(step / steps_per_epoch, 4),
-                    "loss": interval_loss / interval_count,
-                    "learning_rate": learning_rate,
-                    "grad_norm": float(grad_norm),
-                    "examples_per_second": interval_examples / max(now - interval_start, 1e-9),
-                    "elapsed_seconds": round(elapsed, 3),
-                    **{name: float(value) for name, value in logs.items()},
-                }
-                if context.is_main:
-                    with open(metrics_path, "a") as stream:
-                        stream.write(json.dumps(record) + "\n")
-                shown = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['examples_per_second']:.0f}"}
-                shown.update({name: f"{value:.3g}" for name, value in logs.items()})
-                bar.set_postfix(shown, refresh=False)
-                interval_loss, interval_count, interval_examples, interval_start = 0.0, 0, 0, now
+                run.horizon = max(run.step + 1, int(training.minutes * 60 / (run.elapsed / run.step)))
+            log.add(mean_loss, logs, grad_norm, learning_rate)
             if on_step is not None:
-                on_step(step)
-
-            out_of_time = training.minutes is not None and elapsed >= training.minutes * 60
-            stop = torch.tensor([float(out_of_time), float(interrupt.requested)])
-            if context.enabled:
-                # Every rank must stop at the same step, or the others wait forever in the next all-reduce.
-                torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-            if stop[1] > 0:
-                reason = "interrupted"
-                break
-            if stop[0] > 0:
-                reason = "time budget"
-                break
-            if step % training.save_every == 0:
-                save(final=False)
-    bar.close()
-    save(final=reason == "finished" or reason == "time budget")
+                on_step(run.step)
+            reason = _stop_reason(run, interrupt) or "finished"
+            if reason == "finished" and run.step % training.save_every == 0:
+                run.save(final=False)
+    log.bar.close()
+    run.save(final=reason in ("finished", "time budget"))
     context.barrier()
     if context.is_main:
-        tqdm.write(f"{task.kind} training {reason} at step {step}; checkpoint in {out}")
-    return FitResult(step=step, reason=reason, out=out, last_logs=last_logs, is_main=context.is_main)
+        tqdm.write(f"{task.kind} training {reason} at step {run.step}; checkpoint in {out}")
+    return FitResult(step=run.step, reason=reason, out=out, last_logs=log.last_logs, is_main=context.is_main)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -492,37 +578,72 @@ def train_generator(
     ``tokenizer_directory``. ``OUT`` becomes a model directory: ``OUT/tokenizer`` (a copy), ``OUT/generator``.
 
     The ids come from a token cache: ``tokens`` if given, else ``OUT/tokens-train.safetensors``, made on the first
-    run (rank 0 encodes, the others wait) and refused if another tokenizer made it.
+    run (rank 0 encodes, the others wait) and refused if another tokenizer made it. The run directory is locked
+    from before the cache is made until training ends.
     """
-    import torch.nn.functional as F
-
-    from argen.checkpoint import GENERATOR_KIND, GeneratorConfig, copy_release, release_fingerprint
-    from argen.data import load_dataset
-    from argen.orders import build_order
-    from argen.tokenizers import load_tokenizer
-    from argen.tokenizers.cache import encode_dataset, load_token_cache, save_token_cache
-    from argen.transformer import Transformer, preset_config
-
+    _check_budget(training)
     context = setup(training.device)
-    out = Path(training.out)
-    tokenizer, _ = load_tokenizer(tokenizer_directory)
-    tokenizer.requires_grad_(False)
-    order = build_order(order_name, tokenizer)  # refuses a tokenizer that does not fit, before any work
-    fingerprint = release_fingerprint(tokenizer_directory)
-    cache = Path(tokens) if tokens else out / "tokens-train.safetensors"
+    with run_directory_lock(training.out) if context.is_main else contextlib.nullcontext():
+        task = generator_task(
+            tokenizer_directory, order_name, data, training=training, context=context, preset=preset,
+            data_dir=data_dir, tokens=tokens, transformer_overrides=transformer_overrides,
+        )  # fmt: skip
+        return fit(task, training, context=context, on_step=on_step)
+
+
+def cached_token_ids(
+    tokenizer: Any, *, fingerprint: str, data: str, cache: Path, data_dir: str | None, context: DistributedContext,
+    progress: bool,
+) -> tuple[list[torch.Tensor], torch.Tensor | None, dict]:  # fmt: skip
+    """(ids, labels, metadata) of the train split from the token cache ``cache``, encoding it first if missing."""
+    from argen.data import load_dataset
+    from argen.tokenizers.cache import encode_dataset, load_token_cache, save_token_cache
+
     if not cache.exists():
         if context.is_main:
             dataset = load_dataset(
                 data, split="train", data_dir=data_dir, image_size=tokenizer.config.image_size,
                 channels=tokenizer.config.channels,
             )  # fmt: skip
-            ids = encode_dataset(tokenizer, dataset, progress=training.progress)
+            ids = encode_dataset(tokenizer, dataset, progress=progress)
             save_token_cache(
                 cache, ids=ids, labels=dataset.labels, classes=dataset.classes,
                 codebook_size=tokenizer.codebook_size, fingerprint=fingerprint, spec=data, split="train",
             )  # fmt: skip
         context.barrier()
-    ids, labels, metadata = load_token_cache(cache, fingerprint=fingerprint)
+    return load_token_cache(cache, fingerprint=fingerprint)
+
+
+def generator_task(
+    tokenizer_directory: str,
+    order_name: str,
+    data: str,
+    *,
+    training: TrainingConfig,
+    context: DistributedContext,
+    preset: str,
+    data_dir: str | None,
+    tokens: str | None,
+    transformer_overrides: dict[str, Any] | None,
+) -> TrainingTask:
+    """What `train_generator` trains: the transformer for the order on the tokenizer, fed the cached ids."""
+    import torch.nn.functional as F
+
+    from argen.checkpoint import GENERATOR_KIND, GeneratorConfig, copy_release, release_fingerprint
+    from argen.orders import build_order
+    from argen.tokenizers import load_tokenizer
+    from argen.transformer import Transformer, preset_config
+
+    out = Path(training.out)
+    tokenizer, _ = load_tokenizer(tokenizer_directory)
+    tokenizer.requires_grad_(False)
+    order = build_order(order_name, tokenizer)  # refuses a tokenizer that does not fit, before any work
+    fingerprint = release_fingerprint(tokenizer_directory)
+    cache = Path(tokens) if tokens else out / "tokens-train.safetensors"
+    ids, labels, metadata = cached_token_ids(
+        tokenizer, fingerprint=fingerprint, data=data, cache=cache, data_dir=data_dir, context=context,
+        progress=training.progress,
+    )  # fmt: skip
     if context.is_main:
         copy_release(tokenizer_directory, out / "tokenizer")
     classes = metadata["classes"] if labels is not None else []
@@ -544,7 +665,7 @@ def train_generator(
         accuracy = (logits.argmax(-1) == targets).float().mean()
         return loss, {"token_accuracy": float(accuracy)}
 
-    task = TrainingTask(
+    return TrainingTask(
         kind=GENERATOR_KIND,
         config=GeneratorConfig(order=order.name, transformer=config_to_dict(transformer_config)),
         build_model=lambda: Transformer(transformer_config),
@@ -553,4 +674,3 @@ def train_generator(
         release_directory=str(out / "generator"),
         extra={"classes": classes, "tokenizer_fingerprint": fingerprint, "data": data},
     )
-    return fit(task, training, context=context, on_step=on_step)

@@ -62,8 +62,9 @@ def test_two_process_gloo_matches_one_process(idx_dataset, tmp_path):
     assert not torch.allclose(initial.head.weight, single["head.weight"])
     for name in single:
         torch.testing.assert_close(double[name], single[name], rtol=1e-4, atol=1e-5, msg=name)
-    # Only rank 0 wrote: one metrics file, one set of checkpoint files.
+    # Only rank 0 wrote: one metrics file, one set of checkpoint files, one run-directory lock.
     assert sorted(path.name for path in (tmp_path / "two").iterdir()) == [
+        ".lock",
         "config.json",
         "metrics.jsonl",
         "model.safetensors",
