@@ -228,7 +228,10 @@ def copy_release(source: str | Path, destination: str | Path) -> None:
 
 
 def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:
-    """Load ``model.safetensors`` into ``model`` after checking names and shapes; nothing is copied on mismatch."""
+    """Load ``model.safetensors`` into ``model`` after checking names and shapes; nothing is copied on mismatch.
+
+    A model that renamed parameters between versions maps the file's old names with its ``upgrade_state_dict``.
+    """
     path = Path(directory) / WEIGHTS_NAME
     if not path.is_file():
         raise ArgenError(f"{directory} has {CONFIG_NAME} but no {WEIGHTS_NAME}; the checkpoint is incomplete")
@@ -236,6 +239,9 @@ def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:
         tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as error:
         raise ArgenError(f"{path} could not be read as safetensors ({error}); the checkpoint is damaged") from None
+    upgrade = getattr(model, "upgrade_state_dict", None)
+    if upgrade is not None:
+        tensors = upgrade(tensors)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -253,8 +253,24 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.head_blocks = nn.ModuleList(Block(config) for _ in range(config.num_heads_out - 1))
         self.head_norms = nn.ModuleList(HeadNorm(config) for _ in range(config.num_heads_out))
-        self.heads = nn.ModuleList(nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out))
+        # The output layers, one per head of num_heads_out (config.heads is the attention heads).
+        self.output_heads = nn.ModuleList(
+            nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out)
+        )
         self._init_weights()
+
+    # Parameter names of earlier versions → today's: checkpoints written before the rename still load.
+    RENAMED_PREFIXES = {"heads.": "output_heads."}
+
+    @classmethod
+    def upgrade_state_dict(cls, state_dict: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``state_dict`` with parameter names of earlier versions mapped to today's (Transformer.heads was the
+        output layers, now ``output_heads``); the checkpoint loaders call this before they check names."""
+        upgraded = {}
+        for name, tensor in state_dict.items():
+            old = next((prefix for prefix in cls.RENAMED_PREFIXES if name.startswith(prefix)), None)
+            upgraded[cls.RENAMED_PREFIXES[old] + name[len(old) :] if old else name] = tensor
+        return upgraded
 
     def _init_weights(self, std: float = 0.02) -> None:
         for module in self.modules():
@@ -344,7 +360,7 @@ class Transformer(nn.Module):
         for head in range(config.num_heads_out):
             if head > 0:
                 x = self.head_blocks[head - 1](x, modulation, mask, cache, config.depth + head - 1)
-            outputs.append(self.heads[head](self.head_norms[head](x, modulation)))
+            outputs.append(self.output_heads[head](self.head_norms[head](x, modulation)))
         if cache is not None:
             cache.advance(steps)
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)

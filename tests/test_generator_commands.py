@@ -111,3 +111,28 @@ def test_width_depth_and_heads_override_the_preset(workspace, tmp_path):
     assert (config["width"], config["depth"], config["heads"]) == (16, 1, 2)
     with pytest.raises(ArgenError, match="multiple of the number of heads"):
         train(workspace, "scale", tmp_path / "bad", "--width", "15", "--heads", "2")
+
+
+def old_names(state: dict) -> dict:
+    """A state dict as versions before the Transformer.heads → output_heads rename wrote it."""
+    return {name.replace("output_heads.", "heads.", 1): tensor for name, tensor in state.items()}
+
+
+def test_models_and_runs_from_before_the_output_heads_rename_still_load_and_resume(workspace, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from argen.checkpoint import load_train_state, save_train_state
+
+    out = tmp_path / "neighbor"  # two output heads: output_heads.0 and output_heads.1
+    train(workspace, "neighbor", out)
+    expected = Pipeline.from_pretrained(out).model.state_dict()
+    weights = out / "generator" / "model.safetensors"
+    save_file(old_names(load_file(str(weights))), str(weights))
+    state = load_train_state(out / "train_state.pt")
+    save_train_state(out / "train_state.pt", dict(state, model=old_names(state["model"]), ema=old_names(state["ema"])))
+    assert "heads.1.weight" in load_file(str(weights))
+    loaded = Pipeline.from_pretrained(out).model.state_dict()
+    assert loaded.keys() == expected.keys() and all(torch.equal(loaded[name], expected[name]) for name in expected)
+    train(workspace, "neighbor", out, "--steps", "14")  # resumes the old-format state
+    assert load_train_state(out / "train_state.pt")["step"] == 14
+    assert "output_heads.1.weight" in load_file(str(weights))

@@ -30,7 +30,7 @@ def make_easy(name: str):
     order, tokenizer, model = make(name)
     with torch.no_grad():
         model.token_embed.weight.zero_()
-        for head in model.heads:
+        for head in model.output_heads:
             head.weight.mul_(30.0)
     return order, tokenizer, model
 

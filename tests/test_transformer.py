@@ -172,3 +172,22 @@ def test_grids_of_different_sizes_share_the_position_table_by_cell_centre():
     last = layout.inputs_of_step[-1]
     assert torch.equal(rows[last], positions[last, 1])  # the largest grid maps one to one
     assert bool((rows < table).all())
+
+
+def test_the_shipped_checkpoints_load_with_todays_parameter_names():
+    """The shipped Fashion-MNIST models (written when the output layers were ``heads``) load, every tensor in place."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from argen import Pipeline
+
+    shipped = Path(__file__).resolve().parent.parent / "checkpoints" / "fashion-mnist"
+    for name in ORDERS:
+        directory = shipped / name
+        stored = Transformer.upgrade_state_dict(load_file(str(directory / "generator" / "model.safetensors")))
+        model = Pipeline.from_pretrained(directory).model
+        state = model.state_dict()
+        assert stored.keys() == state.keys()
+        assert all(torch.equal(stored[key].to(state[key].dtype), state[key]) for key in state), name
+        assert len(model.output_heads) == model.config.num_heads_out
