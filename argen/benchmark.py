@@ -30,16 +30,17 @@ import json
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from argen.benchmark_report import REFERENCE_SPLIT, plot_quality_speed, results_markdown, results_table
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
 from argen.errors import ArgenError
 from argen.orders import ORDERS, default_tokenizers
 
 EVAL_NAME = "eval.json"
-REFERENCE_SPLIT = "train"
 
 # The shared recipe (bench/tokenizers.py and bench/generators.py measured it): tokenizers at batch 32, lr 2e-3
 # without EMA (train-tokenizer's default); generators at batch 64, lr 2e-3, weight decay 0.05; the classifier at
@@ -117,483 +118,371 @@ def stopped_by_user(result) -> None:
         raise KeyboardInterrupt
 
 
-def run_benchmark(
-    data: str,
-    *,
-    out: str | Path | None = None,
-    minutes: float | None = None,
-    steps: int | None = None,
-    tokenizer_minutes: float | None = None,
-    tokenizer_steps: int | None = None,
-    preset: str = "1m",
-    orders: tuple[str, ...] | list[str] | None = None,
-    num_images: int = 10000,
-    classifier: str | Path | None = None,
-    classifier_steps: int = 1000,
-    cfg_scale: float = 2.0,
-    evaluate_only: bool = False,
-    data_dir: str | None = None,
-    image_size: int | None = None,
-    channels: int | None = None,
-    batch_size: int = 64,
-    learning_rate: float = 2e-3,
-    warmup_steps: int = 200,
-    tokenizer_width: int = 16,
-    latent_dim: int = 32,
-    codebook_size: int = 1024,
-    per_class: int = 8,
-    seed: int = 0,
-    evaluation_batch_size: int = 100,
-    device: str | None = None,
-    command: str | None = None,
-    progress: bool = True,
-) -> dict:
-    """Train (or reuse) the tokenizers, the classifier and one generator per order in ``out``, measure them, and
-    write ``results.json``, ``results.md``, ``quality-speed.png`` and a sample grid and GIF per order.
+@dataclass
+class BenchmarkConfig:
+    """Everything one `argen bench` run is: the data, the orders, one recipe and budget, the measurement settings.
 
     ``minutes``/``steps`` is each generator's budget, ``tokenizer_minutes``/``tokenizer_steps`` each tokenizer's
     (default: the generator budget). ``num_images`` images per order (and of the real test split, the floor row)
-    are scored against the train split with ``classifier`` (default: the shipped one for ``data``, else one
-    trained in ``out/classifier`` for ``classifier_steps`` steps). ``command`` is recorded as what produced the
-    results. Returns the results.json document.
+    are scored against the train split with ``classifier`` (default: the shipped one for ``data``, else one trained
+    in ``out/classifier`` for ``classifier_steps`` steps). ``per_class`` samples per class in each grid. ``orders``
+    defaults to every registered order. ``command`` is recorded as what produced the results.
     """
-    import torch
 
-    from argen.checkpoint import release_fingerprint
+    data: str
+    out: str | Path | None = None
+    minutes: float | None = None
+    steps: int | None = None
+    tokenizer_minutes: float | None = None
+    tokenizer_steps: int | None = None
+    preset: str = "1m"
+    orders: list[str] | None = None
+    num_images: int = 10000
+    classifier: str | Path | None = None
+    classifier_steps: int = 1000
+    cfg_scale: float = 2.0
+    evaluate_only: bool = False
+    data_dir: str | None = None
+    image_size: int | None = None
+    channels: int | None = None
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    warmup_steps: int = 200
+    tokenizer_width: int = 16
+    latent_dim: int = 32
+    codebook_size: int = 1024
+    per_class: int = 8
+    seed: int = 0
+    evaluation_batch_size: int = 100
+    device: str | None = None
+    command: str | None = None
+    progress: bool = True
 
-    out = Path(out or default_out(data))
-    orders = list(dict.fromkeys(orders if orders is not None else ORDERS))
-    unknown = [order for order in orders if order not in ORDERS]
-    if unknown or not orders:
-        raise ArgenError(f"unknown order {', '.join(unknown) or '(none)'}: choose from {', '.join(ORDERS)}")
-    if num_images < 2:
-        raise ArgenError(f"--num {num_images}: FID needs at least 2 images per order")
-    if per_class < 1:
-        raise ArgenError(f"--per-class {per_class}: the sample grids need at least one image per class")
-    check_evaluation_extras()
-    if evaluate_only:
-        for order in orders:
-            for part in ("generator", "tokenizer"):
-                if not (out / order / part / "config.json").is_file():
-                    raise ArgenError(
-                        f"--evaluate-only: {out / order} has no trained model ({part}/config.json is missing); "
-                        "train it with `argen bench` without --evaluate-only, or leave it out of --orders"
-                    )
-    elif minutes is None and steps is None:
-        raise ArgenError(
-            "no training budget: give each generator --minutes M or --steps N (tokenizers get the same unless "
-            "--tokenizer-minutes/--tokenizer-steps), or pass --evaluate-only to measure models already in --out"
-        )
-    if tokenizer_minutes is None and tokenizer_steps is None:
-        tokenizer_minutes, tokenizer_steps = minutes, steps
-    evaluation_device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    def __post_init__(self) -> None:
+        self.out = Path(self.out or default_out(self.data))
+        self.orders = list(dict.fromkeys(self.orders if self.orders is not None else ORDERS))
+        if self.tokenizer_minutes is None and self.tokenizer_steps is None:
+            self.tokenizer_minutes, self.tokenizer_steps = self.minutes, self.steps
 
-    def say(message: str) -> None:
-        tqdm.write(f"bench: {message}")
-
-    # 1. The classifier first: it is quick, and data it cannot use (no labels) fails before hours of training.
-    classifier_directory = Path(classifier) if classifier else shipped_checkpoint(data, "classifier")
-    if classifier_directory is None:
-        classifier_directory = out / "classifier"
-        if evaluate_only and not (classifier_directory / "config.json").is_file():
+    def check(self) -> None:
+        """Refuse, before any work, what cannot run: unknown orders, too few images, no budget, missing models."""
+        unknown = [order for order in self.orders if order not in ORDERS]
+        if unknown or not self.orders:
+            raise ArgenError(f"unknown order {', '.join(unknown) or '(none)'}: choose from {', '.join(ORDERS)}")
+        if self.num_images < 2:
+            raise ArgenError(f"--num {self.num_images}: FID needs at least 2 images per order")
+        if self.per_class < 1:
+            raise ArgenError(f"--per-class {self.per_class}: the sample grids need at least one image per class")
+        check_evaluation_extras()
+        if self.evaluate_only:
+            for order in self.orders:
+                for part in ("generator", "tokenizer"):
+                    if not (self.out / order / part / "config.json").is_file():
+                        raise ArgenError(
+                            f"--evaluate-only: {self.out / order} has no trained model ({part}/config.json is "
+                            "missing); train it with `argen bench` without --evaluate-only, or leave it out of --orders"
+                        )
+        elif self.minutes is None and self.steps is None:
             raise ArgenError(
-                f"--evaluate-only: no classifier for {data} (none given, none shipped, none in "
-                f"{classifier_directory}): pass --classifier DIR or run without --evaluate-only to train one"
+                "no training budget: give each generator --minutes M or --steps N (tokenizers get the same unless "
+                "--tokenizer-minutes/--tokenizer-steps), or pass --evaluate-only to measure models already in --out"
             )
-        if not evaluate_only:
-            from argen.classifier import train_classifier
-            from argen.train import TrainingConfig
 
-            say(f"classifier in {classifier_directory}")
-            result = train_classifier(
-                data,
-                training=TrainingConfig(
-                    out=str(classifier_directory),
-                    steps=classifier_steps,
-                    batch_size=CLASSIFIER_BATCH_SIZE,
-                    learning_rate=CLASSIFIER_LEARNING_RATE,
-                    weight_decay=CLASSIFIER_WEIGHT_DECAY,
-                    save_every=SAVE_EVERY,
-                    seed=seed,
-                    device=device,
-                    progress=progress,
-                ),
-                data_dir=data_dir,
-                image_size=image_size,
-                channels=channels,
-            )
-            stopped_by_user(result)
-    elif not (classifier_directory / "config.json").is_file():
-        raise ArgenError(f"--classifier {classifier_directory} is not a classifier directory (no config.json)")
+    @property
+    def evaluation_device(self) -> str:
+        import torch
 
-    # 2. Tokenizers, one per kind the orders need, then 3. one generator per order, all on one recipe.
-    if not evaluate_only:
-        train_models(
-            data, out=out, orders=orders, preset=preset, minutes=minutes, steps=steps,
-            tokenizer_minutes=tokenizer_minutes, tokenizer_steps=tokenizer_steps, data_dir=data_dir,
-            image_size=image_size, channels=channels, batch_size=batch_size, learning_rate=learning_rate,
-            warmup_steps=warmup_steps, tokenizer_width=tokenizer_width, latent_dim=latent_dim,
-            codebook_size=codebook_size, seed=seed, device=device, progress=progress, say=say,
-        )  # fmt: skip
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
-    # 4. Measurements. The real images' features are computed at most once, and only if something is not cached.
-    from argen.commands.sample import sample_to_files
-    from argen.evaluate import evaluate_generator, evaluate_tokenizer, load_evaluation_classifier, reference_features
+    def training(self, out: Path, **fields):
+        """The `TrainingConfig` of one component of the benchmark: shared seed, device, checkpoints, progress."""
+        from argen.train import TrainingConfig
 
-    classifier_model, classifier_accuracy = load_evaluation_classifier(classifier_directory, device=evaluation_device)
-    classifier_fingerprint = release_fingerprint(classifier_directory)
-    reference_holder: dict = {}
-
-    def reference() -> dict:
-        if "features" not in reference_holder:
-            say(f"features of the real {REFERENCE_SPLIT} split")
-            reference_holder.update(
-                reference_features(classifier_model, data, split=REFERENCE_SPLIT, data_dir=data_dir, progress=progress)
-            )
-        return reference_holder
-
-    shared = {
-        "data": data,
-        "classifier": classifier_fingerprint,
-        "reference_split": REFERENCE_SPLIT,
-        "num_images": num_images,
-    }
-    real = cached(
-        out / "eval-real.json",
-        "real",
-        shared,
-        lambda: evaluate_generator(
-            classifier=classifier_directory,
-            data=data,
-            real="test",
-            num_images=num_images,
-            reference_split=REFERENCE_SPLIT,
-            data_dir=data_dir,
-            device=evaluation_device,
-            reference=reference(),
-            progress=progress,
-        ),
-    )
-
-    rows: dict[str, dict] = {}
-    tokenizer_results: dict[str, dict] = {}
-    for index, order in enumerate(orders, start=1):
-        model_directory = out / order
-        generator_fingerprint = release_fingerprint(model_directory / "generator")
-        tokenizer_fingerprint = release_fingerprint(model_directory / "tokenizer")
-        tokenizer_kind = json.loads((model_directory / "tokenizer" / "config.json").read_text())["config"]["kind"]
-        settings = dict(
-            shared, generator=generator_fingerprint, cfg_scale=cfg_scale, seed=seed,
-            batch_size=evaluation_batch_size, device=evaluation_device,  # speed is measured too
-        )  # fmt: skip
-
-        def measure(order=order, model_directory=model_directory, index=index) -> dict:
-            say(f"evaluating {order} ({index}/{len(orders)}) on {num_images} images")
-            return evaluate_generator(
-                classifier=classifier_directory, data=data, model=model_directory, num_images=num_images,
-                reference_split=REFERENCE_SPLIT, data_dir=data_dir, batch_size=evaluation_batch_size, seed=seed,
-                device=evaluation_device, reference=reference(), progress=progress, cfg_scale=cfg_scale,
-            )  # fmt: skip
-
-        measured = cached(model_directory / EVAL_NAME, "generator", settings, measure)
-
-        grid_path, gif_path = out / f"samples-{order}.png", out / f"progress-{order}.gif"
-
-        def draw(order=order, model_directory=model_directory, grid_path=grid_path, gif_path=gif_path) -> dict:
-            say(f"sample grid and progress GIF of {order}")
-            sample_to_files(
-                model_directory, per_label=per_class, grid_path=grid_path, progress_path=gif_path, seed=seed,
-                cfg_scale=cfg_scale, device=evaluation_device, verbose=False,
-            )  # fmt: skip
-            return {"grid": grid_path.name, "progress": gif_path.name}
-
-        pictures = cached(
-            model_directory / EVAL_NAME,
-            "samples",
-            {"generator": generator_fingerprint, "per_class": per_class, "cfg_scale": cfg_scale, "seed": seed},
-            draw,
-            force=not (grid_path.is_file() and gif_path.is_file()),
+        return TrainingConfig(
+            out=str(out), save_every=SAVE_EVERY, seed=self.seed, device=self.device, progress=self.progress, **fields
         )
 
-        if tokenizer_fingerprint not in tokenizer_results:
-            tokenizer_results[tokenizer_fingerprint] = cached(
-                model_directory / EVAL_NAME,
-                "tokenizer",
-                {"data": data, "tokenizer": tokenizer_fingerprint, "limit": num_images},
-                lambda model_directory=model_directory: evaluate_tokenizer(
-                    model_directory / "tokenizer",
-                    data,
-                    split="test",
-                    data_dir=data_dir,
-                    limit=num_images,
-                    progress=progress,
-                ),
-            )
-        tokenizer_measured = {
-            key: tokenizer_results[tokenizer_fingerprint].get(key)
-            for key in ("psnr", "ssim", "codebook_usage", "perplexity", "tokens_per_image")
-        }
-        rows[order] = {
-            **measured,
-            "tokenizer_kind": tokenizer_kind,
-            "training": training_summary(model_directory),
-            "parameters": count_parameters(model_directory / "generator"),
-            "tokenizer": tokenizer_measured,
-            "samples": pictures["grid"],
-            "progress": pictures["progress"],
-        }
-
-    if evaluate_only:
-        budget = {"evaluate_only": True}
-    else:
-        budget = {
-            "evaluate_only": False, "steps": steps, "minutes": minutes, "tokenizer_steps": tokenizer_steps,
-            "tokenizer_minutes": tokenizer_minutes, "batch_size": batch_size, "learning_rate": learning_rate,
-            "warmup_steps": warmup_steps, "tokenizer_width": tokenizer_width, "latent_dim": latent_dim,
-            "codebook_size": codebook_size, "tokenizer_batch_size": TOKENIZER_BATCH_SIZE,
-            "tokenizer_learning_rate": TOKENIZER_LEARNING_RATE,
+    def budget(self) -> dict:
+        """The recipe and budget as results.json records them."""
+        if self.evaluate_only:
+            return {"evaluate_only": True}
+        return {
+            "evaluate_only": False, "steps": self.steps, "minutes": self.minutes,
+            "tokenizer_steps": self.tokenizer_steps, "tokenizer_minutes": self.tokenizer_minutes,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "warmup_steps": self.warmup_steps,
+            "tokenizer_width": self.tokenizer_width, "latent_dim": self.latent_dim, "codebook_size": self.codebook_size,
+            "tokenizer_batch_size": TOKENIZER_BATCH_SIZE, "tokenizer_learning_rate": TOKENIZER_LEARNING_RATE,
         }  # fmt: skip
+
+
+def say(message: str) -> None:
+    tqdm.write(f"bench: {message}")
+
+
+def run_benchmark(config: BenchmarkConfig) -> dict:
+    """Train (or reuse) the tokenizers, the classifier and one generator per order in ``config.out``, measure them,
+    and write ``results.json``, ``results.md``, ``quality-speed.png`` and a sample grid and GIF per order.
+
+    Returns the results.json document.
+    """
+    config.check()
+    # 1. The classifier first: it is quick, and data it cannot use (no labels) fails before hours of training.
+    classifier_directory = prepare_classifier(config)
+    # 2. Tokenizers, one per kind the orders need, then 3. one generator per order, all on one recipe.
+    if not config.evaluate_only:
+        train_tokenizers(config)
+        train_generators(config)
+    # 4. Measurements. The real images' features are computed at most once, and only if something is not cached.
+    measurements = Measurements(config, classifier_directory)
+    real = measurements.real()
+    rows = {order: measurements.order(order, index) for index, order in enumerate(config.orders, start=1)}
     results = {
-        "data": data,
-        "command": command,
-        "preset": preset,
-        "budget": budget,
-        "num_images": num_images,
-        "cfg_scale": cfg_scale,
+        "data": config.data,
+        "command": config.command,
+        "preset": config.preset,
+        "budget": config.budget(),
+        "num_images": config.num_images,
+        "cfg_scale": config.cfg_scale,
         "classifier": str(classifier_directory),
-        "classifier_test_accuracy": classifier_accuracy,
+        "classifier_test_accuracy": measurements.classifier_accuracy,
         "real": real,
         "orders": rows,
     }
-    plot_quality_speed(results, out / "quality-speed.png")
-    atomic_write_text(out / "results.md", results_markdown(results))
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    plot_quality_speed(results, config.out / "quality-speed.png")
+    atomic_write_text(config.out / "results.md", results_markdown(results))
+    atomic_write_text(config.out / "results.json", json.dumps(results, indent=2) + "\n")
     return results
 
 
-def train_models(
-    data: str,
-    *,
-    out: Path,
-    orders: list[str],
-    preset: str,
-    minutes: float | None,
-    steps: int | None,
-    tokenizer_minutes: float | None,
-    tokenizer_steps: int | None,
-    data_dir: str | None,
-    image_size: int | None,
-    channels: int | None,
-    batch_size: int,
-    learning_rate: float,
-    warmup_steps: int,
-    tokenizer_width: int,
-    latent_dim: int,
-    codebook_size: int,
-    seed: int,
-    device: str | None,
-    progress: bool,
-    say: Callable[[str], None],
-) -> None:
-    """Train (or resume, or find finished) each tokenizer kind the orders need, then each order's generator."""
-    from argen.checkpoint import release_fingerprint
-    from argen.tokenizers import TokenizerConfig
-    from argen.train import TrainingConfig, train_generator, train_tokenizer
+def prepare_classifier(config: BenchmarkConfig) -> Path:
+    """The feature classifier's directory: given, shipped, or trained in OUT/classifier (not with --evaluate-only)."""
+    given = Path(config.classifier) if config.classifier else shipped_checkpoint(config.data, "classifier")
+    if given is not None:
+        if not (given / "config.json").is_file():
+            raise ArgenError(f"--classifier {given} is not a classifier directory (no config.json)")
+        return given
+    directory = config.out / "classifier"
+    if config.evaluate_only:
+        if not (directory / "config.json").is_file():
+            raise ArgenError(
+                f"--evaluate-only: no classifier for {config.data} (none given, none shipped, none in "
+                f"{directory}): pass --classifier DIR or run without --evaluate-only to train one"
+            )
+        return directory
+    from argen.classifier import train_classifier
 
-    tokenizer_for = default_tokenizers()
-    kinds = list(dict.fromkeys(tokenizer_for[order] for order in orders))
-    for index, kind in enumerate(kinds, start=1):
-        say(f"tokenizer {kind} ({index}/{len(kinds)}) in {out / 'tokenizers' / kind}")
-        result = train_tokenizer(
-            data,
-            tokenizer=TokenizerConfig(kind=kind, width=tokenizer_width, latent_dim=latent_dim,
-                                      codebook_size=codebook_size),
-            training=TrainingConfig(
-                out=str(out / "tokenizers" / kind), steps=tokenizer_steps, minutes=tokenizer_minutes,
-                batch_size=TOKENIZER_BATCH_SIZE, learning_rate=TOKENIZER_LEARNING_RATE, warmup_steps=warmup_steps,
-                ema_decay=0.0, save_every=SAVE_EVERY, seed=seed, device=device, progress=progress,
-            ),
-            data_dir=data_dir,
-            image_size=image_size,
-            channels=channels,
+    say(f"classifier in {directory}")
+    training = config.training(
+        directory, steps=config.classifier_steps, batch_size=CLASSIFIER_BATCH_SIZE,
+        learning_rate=CLASSIFIER_LEARNING_RATE, weight_decay=CLASSIFIER_WEIGHT_DECAY,
+    )  # fmt: skip
+    stopped_by_user(
+        train_classifier(
+            config.data,
+            training=training,
+            data_dir=config.data_dir,
+            image_size=config.image_size,
+            channels=config.channels,
         )  # fmt: skip
-        stopped_by_user(result)
-    for index, order in enumerate(orders, start=1):
-        tokenizer_directory = out / "tokenizers" / tokenizer_for[order]
-        model_directory = out / order
+    )
+    return directory
+
+
+def tokenizer_directory(config: BenchmarkConfig, order: str) -> Path:
+    """Where the tokenizer an order reads is trained: one per kind, shared by the orders of that kind."""
+    return config.out / "tokenizers" / default_tokenizers()[order]
+
+
+def train_tokenizers(config: BenchmarkConfig) -> None:
+    """Train (or resume, or find finished) each tokenizer kind the orders need, all on one recipe."""
+    from argen.tokenizers import TokenizerConfig
+    from argen.train import train_tokenizer
+
+    kinds = list(dict.fromkeys(default_tokenizers()[order] for order in config.orders))
+    for index, kind in enumerate(kinds, start=1):
+        out = config.out / "tokenizers" / kind
+        say(f"tokenizer {kind} ({index}/{len(kinds)}) in {out}")
+        tokenizer = TokenizerConfig(
+            kind=kind, width=config.tokenizer_width, latent_dim=config.latent_dim, codebook_size=config.codebook_size
+        )
+        training = config.training(
+            out, steps=config.tokenizer_steps, minutes=config.tokenizer_minutes, batch_size=TOKENIZER_BATCH_SIZE,
+            learning_rate=TOKENIZER_LEARNING_RATE, warmup_steps=config.warmup_steps, ema_decay=0.0,
+        )  # fmt: skip
+        stopped_by_user(
+            train_tokenizer(
+                config.data,
+                tokenizer=tokenizer,
+                training=training,
+                data_dir=config.data_dir,
+                image_size=config.image_size,
+                channels=config.channels,
+            )  # fmt: skip
+        )
+
+
+def train_generators(config: BenchmarkConfig) -> None:
+    """Train (or resume, or find finished) each order's generator on its tokenizer, all on one recipe and budget."""
+    from argen.checkpoint import release_fingerprint
+    from argen.train import train_generator
+
+    for index, order in enumerate(config.orders, start=1):
+        tokenizer, model_directory = tokenizer_directory(config, order), config.out / order
         generator_config = model_directory / "generator" / "config.json"
         if generator_config.is_file():
             # A tokenizer trained further after this generator was made would silently pair the generator with
             # ids it never saw; say so rather than resume.
             trained_on = json.loads(generator_config.read_text()).get("extra", {}).get("tokenizer_fingerprint")
-            if trained_on != release_fingerprint(tokenizer_directory):
+            if trained_on != release_fingerprint(tokenizer):
                 raise ArgenError(
-                    f"{model_directory} was trained on another state of {tokenizer_directory} (did the tokenizer "
-                    f"budget change?): delete {model_directory} to retrain it on the tokenizer as it is now"
+                    f"{model_directory} was trained on another state of {tokenizer} (did the tokenizer budget "
+                    f"change?): delete {model_directory} to retrain it on the tokenizer as it is now"
                 )
-        say(f"generator {order} ({index}/{len(orders)}) in {model_directory}")
-        result = train_generator(
-            str(tokenizer_directory),
-            order,
-            data,
-            training=TrainingConfig(
-                out=str(model_directory), steps=steps, minutes=minutes, batch_size=batch_size,
-                learning_rate=learning_rate, weight_decay=GENERATOR_WEIGHT_DECAY, warmup_steps=warmup_steps,
-                save_every=SAVE_EVERY, seed=seed, device=device, progress=progress,
-            ),
-            preset=preset,
-            data_dir=data_dir,
-            # one token cache per tokenizer: raster and neighbor share the vq ids instead of encoding 60 000 images
-            # twice (the cache records the tokenizer's fingerprint, so a retrained tokenizer's cache is refused)
-            tokens=str(tokenizer_directory / "tokens-train.safetensors"),
+        say(f"generator {order} ({index}/{len(config.orders)}) in {model_directory}")
+        training = config.training(
+            model_directory, steps=config.steps, minutes=config.minutes, batch_size=config.batch_size,
+            learning_rate=config.learning_rate, weight_decay=GENERATOR_WEIGHT_DECAY, warmup_steps=config.warmup_steps,
         )  # fmt: skip
-        stopped_by_user(result)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Reports
-
-
-def format_value(value, pattern: str = "{:.2f}", *, scale: float = 1.0) -> str:
-    if value is None:
-        return "–"
-    return pattern.format(value * scale if scale != 1.0 else value)  # an int stays an int: 30, not 30.0
-
-
-def results_table(results: dict) -> str:
-    """The markdown table of a results.json document: one row per order, then the real test images (the floor)."""
-    header = (
-        "| order | tokenizer | params | train steps | FID ↓ | KID×1000 ↓ | IS ↑ | precision ↑ | recall ↑ "
-        "| class accuracy ↑ | images/s ↑ | forward passes/image ↓ |"
-    )
-    lines = [header, "|---|---|---|---|---|---|---|---|---|---|---|---|"]
-
-    def metric_cells(row: dict) -> list[str]:
-        kid = format_value(row.get("kid"), scale=1000)
-        if row.get("kid_std") is not None:
-            kid += f" ± {row['kid_std'] * 1000:.2f}"
-        return [
-            format_value(row.get("fid")),
-            kid,
-            format_value(row.get("inception_score")),
-            format_value(row.get("precision"), "{:.3f}"),
-            format_value(row.get("recall"), "{:.3f}"),
-            format_value(row.get("class_accuracy"), "{:.1%}"),
-        ]
-
-    for order, row in results["orders"].items():
-        training = row.get("training") or {}
-        cells = [
-            order,
-            row.get("tokenizer_kind", "–"),
-            format_value(row.get("parameters"), "{:.2f} M", scale=1e-6),
-            format_value(training.get("steps"), "{}"),
-            *metric_cells(row),
-            format_value(row.get("images_per_second"), "{:.1f}"),
-            format_value(row.get("forward_passes_per_image"), "{:g}"),
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    real = results.get("real")
-    if real:
-        lines.append("| " + " | ".join([f"real {real.get('real', 'test')} images", "–", "–", "–",
-                                          *metric_cells(real), "–", "–"]) + " |")  # fmt: skip
-    return "\n".join(lines)
-
-
-def tokenizer_table(results: dict) -> str:
-    """Reconstruction quality of the tokenizers the orders read (raster and neighbor share one)."""
-    by_kind: dict[str, tuple[list[str], dict]] = {}
-    for order, row in results["orders"].items():
-        measured = row.get("tokenizer")
-        if measured:
-            by_kind.setdefault(row["tokenizer_kind"], ([], measured))[0].append(order)
-    lines = ["| tokenizer | orders | tokens/image | PSNR (dB) | SSIM | codebook usage |", "|---|---|---|---|---|---|"]
-    for kind, (orders, measured) in by_kind.items():
-        lines.append(
-            f"| {kind} | {', '.join(orders)} | {format_value(measured.get('tokens_per_image'), '{}')} | "
-            f"{format_value(measured.get('psnr'))} | {format_value(measured.get('ssim'), '{:.3f}')} | "
-            f"{format_value(measured.get('codebook_usage'), '{:.1%}')} |"
+        stopped_by_user(
+            train_generator(
+                str(tokenizer),
+                order,
+                config.data,
+                training=training,
+                preset=config.preset,
+                data_dir=config.data_dir,
+                # one token cache per tokenizer: raster and neighbor share the vq ids instead of encoding 60 000
+                # images twice (the cache records the tokenizer's fingerprint, so a retrained one's is refused)
+                tokens=str(tokenizer / "tokens-train.safetensors"),
+            )  # fmt: skip
         )
-    return "\n".join(lines)
 
 
-def results_markdown(results: dict) -> str:
-    real = results.get("real") or {}
-    reference = real.get("reference", {})
-    accuracy = results.get("classifier_test_accuracy")
-    lines = [f"# argen bench: {results['data']}", ""]
-    if results.get("command"):
-        lines += [f"`{results['command']}`", ""]
-    lines += [
-        f"{results['num_images']} generated images per order (classes balanced, classifier-free guidance "
-        f"{results['cfg_scale']}, transformer preset {results['preset']}), scored against the "
-        f"{reference.get('images', '?')} images of the {reference.get('split', REFERENCE_SPLIT)} split with the "
-        f"features of the classifier in `{results['classifier']}`"
-        + (f" (test accuracy {accuracy:.1%})." if accuracy is not None else "."),
-        "",
-        results_table(results),
-        "",
-        "Tokenizers on the test split:",
-        "",
-        tokenizer_table(results),
-        "",
-        "![quality versus speed](quality-speed.png)",
-        "",
-    ]
-    return "\n".join(lines)
+class Measurements:
+    """Every number of the benchmark, each cached in a JSON file beside what it measures (see `cached`)."""
+
+    def __init__(self, config: BenchmarkConfig, classifier_directory: Path) -> None:
+        from argen.checkpoint import release_fingerprint
+        from argen.evaluate import load_evaluation_classifier
+
+        self.config, self.classifier_directory = config, classifier_directory
+        self.device = config.evaluation_device
+        self.classifier, self.classifier_accuracy = load_evaluation_classifier(classifier_directory, device=self.device)
+        self.shared = {
+            "data": config.data,
+            "classifier": release_fingerprint(classifier_directory),
+            "reference_split": REFERENCE_SPLIT,
+            "num_images": config.num_images,
+        }
+        self._reference: dict = {}
+        self._tokenizers: dict[str, dict] = {}  # tokenizer fingerprint → its measurements (shared by orders)
+
+    def reference(self) -> dict:
+        """Features of the real reference split, computed on first use."""
+        from argen.evaluate import reference_features
+
+        if not self._reference:
+            say(f"features of the real {REFERENCE_SPLIT} split")
+            self._reference.update(
+                reference_features(
+                    self.classifier,
+                    self.config.data,
+                    split=REFERENCE_SPLIT,
+                    data_dir=self.config.data_dir,
+                    progress=self.config.progress,
+                )  # fmt: skip
+            )
+        return self._reference
+
+    def evaluate(self, **source) -> dict:
+        """`argen eval` of ``source`` (model=... with its sampling settings, or real=...) against the reference."""
+        from argen.evaluate import evaluate_generator
+
+        config = self.config
+        return evaluate_generator(
+            classifier=self.classifier_directory, data=config.data, num_images=config.num_images,
+            reference_split=REFERENCE_SPLIT, data_dir=config.data_dir, device=self.device, reference=self.reference(),
+            progress=config.progress, **source,
+        )  # fmt: skip
+
+    def real(self) -> dict:
+        """The real test images scored like a generator's: the floor row."""
+        return cached(self.config.out / "eval-real.json", "real", self.shared, lambda: self.evaluate(real="test"))
+
+    def order(self, order: str, index: int) -> dict:
+        """One order's row: generator metrics and speed, its pictures, its tokenizer, its training and size."""
+        from argen.checkpoint import release_fingerprint
+
+        config, model_directory = self.config, self.config.out / order
+        generator = release_fingerprint(model_directory / "generator")
+        settings = dict(
+            self.shared, generator=generator, cfg_scale=config.cfg_scale, seed=config.seed,
+            batch_size=config.evaluation_batch_size, device=self.device,  # speed is measured too
+        )  # fmt: skip
+
+        def measure() -> dict:
+            say(f"evaluating {order} ({index}/{len(config.orders)}) on {config.num_images} images")
+            return self.evaluate(
+                model=model_directory, batch_size=config.evaluation_batch_size, seed=config.seed,
+                cfg_scale=config.cfg_scale,
+            )  # fmt: skip
+
+        measured = cached(model_directory / EVAL_NAME, "generator", settings, measure)
+        tokenizer_kind = json.loads((model_directory / "tokenizer" / "config.json").read_text())["config"]["kind"]
+        return {
+            **measured,
+            "tokenizer_kind": tokenizer_kind,
+            "training": training_summary(model_directory),
+            "parameters": count_parameters(model_directory / "generator"),
+            "tokenizer": self.tokenizer(model_directory),
+            **self.pictures(order, generator),
+        }
+
+    def pictures(self, order: str, generator: str) -> dict:
+        """The sample grid (a row per class) and the step-by-step GIF of an order, redrawn when missing or stale."""
+        from argen.commands.sample import sample_to_files
+
+        config, model_directory = self.config, self.config.out / order
+        grid_path, gif_path = config.out / f"samples-{order}.png", config.out / f"progress-{order}.gif"
+
+        def draw() -> dict:
+            say(f"sample grid and progress GIF of {order}")
+            sample_to_files(
+                model_directory, per_label=config.per_class, grid_path=grid_path, progress_path=gif_path,
+                seed=config.seed, cfg_scale=config.cfg_scale, device=self.device, verbose=False,
+            )  # fmt: skip
+            return {"grid": grid_path.name, "progress": gif_path.name}
+
+        settings = {"generator": generator, "per_class": config.per_class, "cfg_scale": config.cfg_scale,
+                    "seed": config.seed}  # fmt: skip
+        force = not (grid_path.is_file() and gif_path.is_file())
+        pictures = cached(model_directory / EVAL_NAME, "samples", settings, draw, force=force)
+        return {"samples": pictures["grid"], "progress": pictures["progress"]}
+
+    def tokenizer(self, model_directory: Path) -> dict:
+        """Reconstruction quality of the model's tokenizer, measured once per tokenizer."""
+        from argen.checkpoint import release_fingerprint
+        from argen.evaluate import evaluate_tokenizer
+
+        config = self.config
+        fingerprint = release_fingerprint(model_directory / "tokenizer")
+        if fingerprint not in self._tokenizers:
+            self._tokenizers[fingerprint] = cached(
+                model_directory / EVAL_NAME,
+                "tokenizer",
+                {"data": config.data, "tokenizer": fingerprint, "limit": config.num_images},
+                lambda: evaluate_tokenizer(
+                    model_directory / "tokenizer",
+                    config.data,
+                    split="test",
+                    data_dir=config.data_dir,
+                    limit=config.num_images,
+                    progress=config.progress,
+                ),  # fmt: skip
+            )
+        measured = self._tokenizers[fingerprint]
+        return {key: measured.get(key) for key in ("psnr", "ssim", "codebook_usage", "perplexity", "tokens_per_image")}
 
 
-def plot_quality_speed(results: dict, path: Path) -> None:
-    """FID against images per second, a labelled point per order, the real images' FID as a dashed floor."""
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-    except ImportError:
-        raise ArgenError("the quality-versus-speed plot needs matplotlib: pip install 'argen[eval]'") from None
-
-    # The object-oriented API with an explicit Agg canvas: no pyplot, so no global backend switch in the caller.
-    figure = Figure(figsize=(6.4, 4.4), layout="constrained")
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    points = [
-        (row["images_per_second"], row["fid"], order, row.get("forward_passes_per_image"))
-        for order, row in results["orders"].items()
-        if row.get("images_per_second") is not None and row.get("fid") is not None
-    ]
-    points.sort()
-    speeds, scores = [point[0] for point in points], [point[1] for point in points]
-    speed_span = (max(speeds) - min(speeds)) or 1.0
-    score_span = (max(scores) - min(scores)) or 1.0
-    for rank, (speed, fid, order, passes) in enumerate(points):
-        axes.scatter([speed], [fid], s=40, zorder=3)
-        # Each label goes on the side away from the nearest other point (below it when that point is higher), and
-        # the fastest is labelled on its left, so close points and the right edge do not swallow a name.
-        others = [(abs(s - speed) / speed_span + abs(f - fid) / score_span, f) for s, f, *_ in points if s != speed]
-        nearest_higher = bool(others) and min(others)[1] > fid
-        last = rank == len(points) - 1 and rank > 0
-        axes.annotate(
-            order if passes is None else f"{order}, {passes:g} passes",
-            (speed, fid),
-            textcoords="offset points",
-            xytext=(-6 if last else 6, -13 if nearest_higher else 5),
-            horizontalalignment="right" if last else "left",
-        )
-    if speeds and max(speeds) > 5 * min(speeds):
-        axes.set_xscale("log")  # raster and next-scale differ by about the ratio of their step counts
-        axes.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 10, 20, 50, 100: plain, readable
-        axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-        axes.xaxis.set_minor_formatter(NullFormatter())
-    real_fid = (results.get("real") or {}).get("fid")
-    if real_fid is not None:
-        axes.axhline(real_fid, linestyle="--", color="grey", linewidth=1, label="real test images (floor)")
-        axes.legend(loc="upper right", fontsize="small")
-    if speeds:
-        axes.set_xlim(min(speeds) / 1.5 if axes.get_xscale() == "log" else 0, max(speeds) * 1.3)
-    axes.set_ylim(bottom=0, top=max(scores + [real_fid or 0]) * 1.15 + 1e-9)
-    axes.set_xlabel("images per second (sampling, higher is faster)")
-    axes.set_ylabel("FID (lower is better)")
-    axes.set_title(f"{results['data']}: quality versus speed, preset {results['preset']}, cfg {results['cfg_scale']}")
-    axes.grid(True, alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=150)
+__all__ = ["BenchmarkConfig", "default_out", "results_table", "run_benchmark"]

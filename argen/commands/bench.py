@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from argen.commands.arguments import add_data_arguments, add_preset_argument
 
@@ -63,11 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(arguments: argparse.Namespace) -> None:
     import shlex
 
-    from argen.benchmark import default_out, results_table, run_benchmark
+    from argen.benchmark import BenchmarkConfig, run_benchmark
+    from argen.benchmark_report import results_table
 
-    out = Path(arguments.out or default_out(arguments.data))
-    results = run_benchmark(
-        arguments.data, out=out, minutes=arguments.minutes, steps=arguments.steps,
+    config = BenchmarkConfig(
+        arguments.data, out=arguments.out, minutes=arguments.minutes, steps=arguments.steps,
         tokenizer_minutes=arguments.tokenizer_minutes, tokenizer_steps=arguments.tokenizer_steps,
         preset=arguments.preset, orders=arguments.orders, num_images=arguments.num, classifier=arguments.classifier,
         classifier_steps=arguments.classifier_steps, cfg_scale=arguments.cfg_scale,
@@ -78,5 +77,7 @@ def run(arguments: argparse.Namespace) -> None:
         seed=arguments.seed, device=arguments.device, command=shlex.join(["argen", *arguments.argv]),
         progress=not arguments.no_progress,
     )  # fmt: skip
+    results = run_benchmark(config)
+    out = config.out
     print(results_table(results))
     print(f"results: {out / 'results.json'}, {out / 'results.md'}, {out / 'quality-speed.png'}, {out}/samples-*.png")
