@@ -172,7 +172,7 @@ class BenchmarkConfig:
         if self.num_images < 2:
             raise ArgenError(f"--num {self.num_images}: FID needs at least 2 images per order")
         if self.per_class < 1:
-            raise ArgenError(f"--per-class {self.per_class}: the sample grids need at least one image per class")
+            raise ArgenError(f"--per-label {self.per_class}: the sample grids need at least one image per class")
         check_evaluation_extras()
         if self.evaluate_only:
             for order in self.orders:

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from argen import __version__
 from argen.commands import discover
 from argen.commands.config_file import apply_config
-from argen.errors import ArgenError
+from argen.errors import ArgenError, ArgenWarning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,12 +73,32 @@ def run(argv: list[str] | None = None) -> None:
     arguments.handler(arguments)
 
 
+@contextmanager
+def one_line_warnings(*, verbose: bool) -> Iterator[None]:
+    """Show argen's own warnings (`ArgenWarning`) as ``argen: warning: ...`` lines; others, and all of them with
+    ``verbose``, in Python's format with the file and line that raised them."""
+    python_format = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, ArgenWarning) and not verbose:
+            print(f"argen: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)
+        else:
+            python_format(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = python_format
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: one-line errors, exit codes 1 (error) and 130 (Ctrl-C)."""
+    """Console entry point: one-line errors and warnings, exit codes 1 (error) and 130 (Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     try:
-        run(argv)
+        with one_line_warnings(verbose=debug or "--verbose" in argv):
+            run(argv)
     except ArgenError as error:
         if debug:
             raise

@@ -41,7 +41,7 @@ def bench_order(order: str, arguments: argparse.Namespace, *, threads: int) -> d
          "--warmup-steps", "200", "--save-every", "200", "--no-progress"], threads=threads)  # fmt: skip
     images = Path(arguments.images)
     images.mkdir(parents=True, exist_ok=True)
-    printed = run([sys.executable, "-m", "argen", "sample", "--model", str(out), "--num", "8",
+    printed = run([sys.executable, "-m", "argen", "sample", "--model", str(out), "--per-label", "8",
                    "--cfg-scale", str(arguments.cfg_scale), "--top-k", str(arguments.top_k), "--seed", "0",
                    "--out", str(images / f"samples-{order}.png"), "--progress", str(images / f"progress-{order}.gif"),
                    "--save-npz", str(out / "samples.npz")], threads=threads)  # fmt: skip

@@ -22,7 +22,7 @@ from argen.errors import ArgenError
 from argen.orders import ORDERS, default_tokenizers
 
 TINY = ["--preset", "tiny", "--tokenizer-width", "8", "--latent-dim", "8", "--codebook-size", "32",
-        "--batch-size", "16", "--warmup-steps", "2", "--classifier-steps", "10", "--num", "20", "--per-class", "2",
+        "--batch-size", "16", "--warmup-steps", "2", "--classifier-steps", "10", "--num", "20", "--per-label", "2",
         "--no-progress"]  # fmt: skip
 
 

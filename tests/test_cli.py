@@ -111,3 +111,41 @@ def test_a_command_is_one_module_in_argen_commands(tmp_path, monkeypatch, capsys
     code, out, _ = run_main(["--help"], capsys)
     assert code == 0 and "say hello" in out
     monkeypatch.delitem(sys.modules, "argen.commands.hello", raising=False)
+
+
+def test_argen_warnings_are_one_line_and_in_full_with_verbose(tmp_path, capsys):
+    from argen.errors import ArgenWarning
+
+    folder = tmp_path / "images"
+    (folder / "cat").mkdir(parents=True)
+    for index in range(12):
+        Image.new("L", (8, 8), index * 20).save(folder / "cat" / f"{index}.png")
+    (folder / "cat" / "broken.png").write_bytes(b"not a png")
+    code, _, err = run_main(["data-info", "--data", f"folder:{folder}"], capsys)
+    assert code == 0
+    warned = [line for line in err.splitlines() if "skipped 1 unreadable" in line]
+    assert len(warned) == 1 and warned[0].startswith("argen: warning: folder:"), err
+    assert ".py:" not in err and "UserWarning" not in err
+    # --verbose: Python's own warning (with its source line; pytest records it here) and every skipped file listed.
+    with pytest.warns(ArgenWarning, match="skipped 1 unreadable"):
+        code, _, err = run_main(["data-info", "--data", f"folder:{folder}", "--verbose"], capsys)
+    assert code == 0 and "argen: warning" not in err and "broken.png" in err
+
+
+def test_num_means_images_in_all_and_the_old_per_label_spelling_still_works():
+    import warnings
+
+    from argen.cli import parse_arguments
+    from argen.errors import ArgenWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new spelling warns about nothing
+        new = parse_arguments(["sample", "--model", "m", "--per-label", "3"])
+    with pytest.warns(ArgenWarning, match="write --per-label"):
+        old = parse_arguments(["sample", "--model", "m", "--num", "3"])
+    assert new.per_label == old.per_label == 3
+    with pytest.warns(ArgenWarning, match="write --per-label"):
+        assert parse_arguments(["demo", "--num", "2"]).per_label == 2
+    assert parse_arguments(["bench", "--data", "mnist", "--per-class", "2"]).per_class == 2  # an alias, same meaning
+    for command in (["eval", "--data", "mnist", "--real", "test"], ["bench", "--data", "mnist"]):
+        assert parse_arguments([*command, "--num", "50"]).num == 50

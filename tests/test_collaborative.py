@@ -284,8 +284,8 @@ def test_pipelines_built_in_memory_compare_tokenizer_weights():
 def test_cli_sample_collaborative(model_directories, tmp_path, capsys):
     npz = tmp_path / "samples.npz"
     run([
-        "sample", "--model", str(model_directories / "drafter"), "--labels", "0,2", "--num", "2", "--cfg-scale", "2",
-        "--seed", "6", "--out", str(tmp_path / "grid.png"), "--save-npz", str(npz),
+        "sample", "--model", str(model_directories / "drafter"), "--labels", "0,2", "--per-label", "2",
+        "--cfg-scale", "2", "--seed", "6", "--out", str(tmp_path / "grid.png"), "--save-npz", str(npz),
         "--sampler", "collaborative", "--refiner", str(model_directories / "refiner"), "--draft-steps", "2",
     ])  # fmt: skip
     assert "3 forward passes per batch (drafter 2, refiner 1)" in capsys.readouterr().out

@@ -33,7 +33,7 @@ def checkpoints(tmp_path_factory):
 
 def test_demo_writes_a_page_with_every_order(checkpoints, tmp_path, capsys):
     out = tmp_path / "demo"
-    run(["demo", "--checkpoints", str(checkpoints), "--out", str(out), "--num", "2", "--no-progress"])
+    run(["demo", "--checkpoints", str(checkpoints), "--out", str(out), "--per-label", "2", "--no-progress"])
     page = (out / "index.html").read_text()
     for order in ORDERS:
         assert f"<h2>{order}:" in page
@@ -62,7 +62,7 @@ def test_demo_shows_the_measured_quality_table(checkpoints, tmp_path):
     }
     (checkpoints / "results.json").write_text(json.dumps(measured))
     try:
-        run(["demo", "--checkpoints", str(checkpoints), "--out", str(tmp_path), "--num", "1", "--no-progress"])
+        run(["demo", "--checkpoints", str(checkpoints), "--out", str(tmp_path), "--per-label", "1", "--no-progress"])
     finally:
         (checkpoints / "results.json").unlink()
     page = (tmp_path / "index.html").read_text()

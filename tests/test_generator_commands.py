@@ -46,7 +46,7 @@ def test_train_sample_and_pipeline(order, workspace, tmp_path, capsys):
     assert (out / "generator" / "model.safetensors").exists() and (out / "tokenizer" / "config.json").exists()
 
     grid, gif, npz = tmp_path / "grid.png", tmp_path / "progress.gif", tmp_path / "samples.npz"
-    run(["sample", "--model", str(out), "--labels", "0,3", "--num", "3", "--cfg-scale", "2", "--top-k", "10",
+    run(["sample", "--model", str(out), "--labels", "0,3", "--per-label", "3", "--cfg-scale", "2", "--top-k", "10",
          "--seed", "5", "--out", str(grid), "--progress", str(gif), "--save-npz", str(npz)])  # fmt: skip
     assert "6 images" in capsys.readouterr().out
     saved = np.load(npz)

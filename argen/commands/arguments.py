@@ -6,8 +6,38 @@ Command modules (argen/commands/*.py) call these from their ``add_arguments`` an
 from __future__ import annotations
 
 import argparse
+import warnings
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, ArgenWarning
+
+# --num means one thing in every command: images in all. Per label (or per class) is --per-label.
+NUM_HELP = "images in all"
+
+
+class OldSpelling(argparse.Action):
+    """A flag's old spelling, still accepted: stored as the new flag, with an `ArgenWarning` naming the new one."""
+
+    def __init__(self, option_strings: list[str], dest: str, *, new: str, meaning: str, **keywords) -> None:
+        super().__init__(option_strings, dest, **keywords)
+        self.new, self.meaning = new, meaning
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        warnings.warn(
+            f"{option_string} here means {self.meaning}, as {self.new} does: write {self.new} (--num is images in "
+            "all in every other command)",
+            ArgenWarning,
+            stacklevel=2,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_per_label_arguments(parser: argparse.ArgumentParser, *, default: int, meaning: str) -> None:
+    """--per-label N, and --num N as its old spelling in the commands where --num used to mean that."""
+    parser.add_argument("--per-label", type=int, default=default, metavar="N", help=meaning)
+    parser.add_argument(
+        "--num", dest="per_label", type=int, metavar="N", action=OldSpelling, new="--per-label", meaning=meaning,
+        help="old spelling of --per-label, still accepted (elsewhere --num counts images in all)",
+    )  # fmt: skip
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -> None:

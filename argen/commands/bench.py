@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import add_data_arguments, add_preset_argument
+from argen.commands.arguments import NUM_HELP, add_data_arguments, add_preset_argument
 
 NAME = "bench"
 HELP = "train every order at one size and budget, evaluate them, write tables, a plot and sample grids"
@@ -40,13 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--evaluate-only", action="store_true", help="train nothing: measure the model directories already in --out"
     )
     add_preset_argument(parser, default="1m")
-    parser.add_argument("--num", type=int, default=10000, help="images generated and scored per order")
+    parser.add_argument("--num", type=int, default=10000, help=f"{NUM_HELP}: generated and scored per order")
     parser.add_argument(
         "--classifier", help="feature network (default: the shipped one for --data, else one trained in OUT/classifier)"
     )
     parser.add_argument("--classifier-steps", type=int, default=1000, help="steps when the classifier is trained here")
     parser.add_argument("--cfg-scale", type=float, default=2.0, help="classifier-free guidance for every order")
-    parser.add_argument("--per-class", type=int, default=8, help="samples per class in each grid")
+    parser.add_argument(
+        "--per-label", "--per-class", dest="per_class", type=int, default=8, metavar="N",
+        help="samples per class in each grid",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="training and sampling seed")
     recipe = parser.add_argument_group("recipe (shared by every order and tokenizer)")
     recipe.add_argument("--batch-size", type=int, default=64, help="generator batch size (tokenizers use 32)")

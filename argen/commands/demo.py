@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from argen.commands.arguments import add_per_label_arguments
+
 NAME = "demo"
 HELP = "sample every shipped Fashion-MNIST pipeline and write demo/index.html (under a minute on a CPU)"
 DESCRIPTION = (
@@ -18,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoints", help="folder of <order>/ model directories (default: the shipped ones)")
     parser.add_argument("--data", default="fashion-mnist", help="which shipped checkpoints to use")
     parser.add_argument("--out", default="demo", help="folder to write index.html and the pictures into")
-    parser.add_argument("--num", type=int, default=4, help="samples per class")
+    add_per_label_arguments(parser, default=4, meaning="samples per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cfg-scale", type=float, help="guidance scale (default: the one results.json was made with)")
     parser.add_argument("--no-progress", action="store_true")
@@ -28,7 +30,7 @@ def run(arguments: argparse.Namespace) -> None:
     from argen.demo import run_demo
 
     summary = run_demo(
-        checkpoints=arguments.checkpoints, data=arguments.data, out=arguments.out, per_class=arguments.num,
+        checkpoints=arguments.checkpoints, data=arguments.data, out=arguments.out, per_class=arguments.per_label,
         seed=arguments.seed, cfg_scale=arguments.cfg_scale, progress=not arguments.no_progress,
     )  # fmt: skip
     for row in summary["orders"]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from argen.commands.arguments import (
+    NUM_HELP,
     add_data_arguments,
     add_sampler_arguments,
     add_sampling_arguments,
@@ -33,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--classifier", help="feature network: a train-classifier --out (default: the shipped one for --data)"
     )
-    parser.add_argument("--num", type=int, default=10000, help="images to generate (or take from --real)")
+    parser.add_argument("--num", type=int, default=10000, help=f"{NUM_HELP}: generated (or taken from --real)")
     parser.add_argument(
         "--reference-split", choices=("train", "test"), default="train", help="real images the metrics compare to"
     )

@@ -6,7 +6,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from argen.commands.arguments import add_sampler_arguments, add_sampling_arguments, parse_labels, sampler_options
+from argen.commands.arguments import (
+    add_per_label_arguments,
+    add_sampler_arguments,
+    add_sampling_arguments,
+    parse_labels,
+    sampler_options,
+)
 from argen.errors import ArgenError
 
 if TYPE_CHECKING:
@@ -14,14 +20,14 @@ if TYPE_CHECKING:
 
 NAME = "sample"
 HELP = "generate images from a model directory: a grid, a progress GIF, an npz"
-DESCRIPTION = "Generate --num images per label and save them as one grid (a row per label)."
+DESCRIPTION = "Generate --per-label images for each label and save them as one grid (a row per label)."
 ORDER = 70
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory (argen train --out)")
     parser.add_argument("--labels", help="comma-separated class indices or names (default: every class)")
-    parser.add_argument("--num", type=int, default=8, help="images per label (or in all, for unconditional models)")
+    add_per_label_arguments(parser, default=8, meaning="images per label (or in all, for unconditional models)")
     parser.add_argument("--out", default="samples.png", help="PNG grid to write")
     parser.add_argument("--progress", help="GIF of the decoded images after every step")
     parser.add_argument("--save-npz", help="npz with `images` (uint8) and `labels`, for external evaluators")
@@ -33,7 +39,7 @@ def run(arguments: argparse.Namespace) -> None:
     sample_to_files(
         arguments.model,
         labels=parse_labels(arguments.labels),
-        per_label=arguments.num,
+        per_label=arguments.per_label,
         cfg_scale=arguments.cfg_scale,
         cfg_schedule=arguments.cfg_schedule,
         temperature=arguments.temperature,

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from argen.data.dataset import SPLITS, ImageDataset, one_line
-from argen.errors import ArgenError
+from argen.errors import ArgenError, ArgenWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 
@@ -62,6 +62,7 @@ def load_folder(
             warnings.warn(
                 f"{spec}: ignored {len(in_root)} image file(s) directly in {root}; in a folder with class "
                 "subfolders every image must be inside one",
+                ArgenWarning,
                 stacklevel=3,
             )
         files = [path for path in files if len(path.parts) > 1]
@@ -82,6 +83,7 @@ def load_folder(
         hint = "" if verbose else "; pass --verbose to list them"
         warnings.warn(
             f"{spec} [{split}]: skipped {len(skipped)} unreadable image file(s) (corrupt, truncated or empty){hint}",
+            ArgenWarning,
             stacklevel=3,
         )
         if verbose:

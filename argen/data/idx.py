@@ -27,7 +27,7 @@ from tqdm import tqdm
 from argen.checkpoint import atomic_write
 from argen.data.dataset import ImageDataset, one_line
 from argen.data.pixels import resize_tensor_images
-from argen.errors import ArgenError
+from argen.errors import ArgenError, ArgenWarning
 
 # The official IDX sources. Only downloads are checked against these md5s: Debian's package recompresses the .gz
 # files, so local copies are checked structurally instead (see `read_idx`). Tests point "url" and "md5" at a local
@@ -138,7 +138,11 @@ def load_idx(
         directory = download_idx(name, data_dir=data_dir, download=download, progress=progress)
     if data_dir is not None and directory not in idx_search_directories(name, data_dir)[:2]:
         # An explicit --data-dir that holds nothing is probably a typo; say which files are used instead.
-        warnings.warn(f"no {name} IDX files in {data_dir} or {Path(data_dir) / name}; using {directory}", stacklevel=3)
+        warnings.warn(
+            f"no {name} IDX files in {data_dir} or {Path(data_dir) / name}; using {directory}",
+            ArgenWarning,
+            stacklevel=3,
+        )
     if verbose:
         print(f"{name} [{split}]: IDX files from {directory}", file=sys.stderr)
     images_path, labels_path = (idx_file(directory, stem) for stem in IDX_FILES[split])
