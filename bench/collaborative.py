@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from argen.pipeline import Pipeline
-from argen.samplers import generate, generate_collaborative
+from argen.samplers import SAMPLERS, generate, generate_collaborative
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -96,7 +96,8 @@ def parameters(pipeline: Pipeline) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orders", default="frequency,scale", help="comma-separated: frequency, scale")
+    fits = SAMPLERS.info("collaborative").supported_orders()  # the coarse-to-fine orders, from the registry
+    parser.add_argument("--orders", default=",".join(reversed(fits)), help=f"comma-separated: {', '.join(fits)}")
     parser.add_argument("--drafters", default="runs/generators", help="folder of the large model directories, by order")
     parser.add_argument("--refiners", default="runs/refiners", help="folder of the small model directories, by order")
     parser.add_argument("--images", type=int, default=128, help="images per variant and round")

@@ -204,6 +204,17 @@ class Order:
                 f"order {self.name!r} needs a single-grid tokenizer, got {len(tokenizer.grid_shapes)} grids"
             )
 
+    def start_tokens(self, grid: Tensor, tokenizer: Any) -> Tensor:
+        """(B, 1) start-token ids (id ``codebook_size``) for a batch like ``grid``: what every id order feeds first."""
+        return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
+
+    def shifted_train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+        """Teacher forcing for orders that feed target p's id at position p + 1 (raster, neighbor): the targets
+        shifted right behind a start token, and the targets, both (B, L)."""
+        check_ids(ids, tokenizer.grid_shapes)
+        targets = self.targets(ids)  # (B, L)
+        return torch.cat([self.start_tokens(targets, tokenizer), targets[:, :-1]], dim=1), targets
+
     def targets(self, ids: list[Tensor]) -> Tensor:
         """ids → (B, L) targets in this order's target order."""
         layout = self.layout([tuple(grid.shape[1:]) for grid in ids])

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids, register_order, single_grid_cells
+from argen.orders.base import Layout, Order, register_order, single_grid_cells
 
 HORIZONTAL, VERTICAL = 0, 1
 
@@ -118,15 +118,12 @@ class NeighborOrder(Order):
         return weights[:, 0, None] * horizontal + weights[:, 1, None] * vertical
 
     def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
-        check_ids(ids, tokenizer.grid_shapes)
-        targets = self.targets(ids)  # (B, L) in anti-diagonal order
-        start = targets.new_full((targets.shape[0], 1), int(tokenizer.codebook_size))
-        return torch.cat([start, targets[:, :-1]], dim=1), targets
+        return self.shifted_train_inputs(ids, tokenizer)  # targets in anti-diagonal order
 
     def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
         grid = ids[0]
         if step == 0:
-            return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
+            return self.start_tokens(grid, tokenizer)
         layout = self.layout(tokenizer.grid_shapes)
         cells = layout.target_cells[layout.targets_of_step[step - 1]].to(grid.device)
         return grid[:, cells[:, 1], cells[:, 2]]  # (B, cells of anti-diagonal step - 1)

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids, register_order, single_grid_cells
+from argen.orders.base import Layout, Order, register_order, single_grid_cells
 
 
 @register_order
@@ -42,16 +42,12 @@ class RasterOrder(Order):
         )
 
     def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
-        check_ids(ids, tokenizer.grid_shapes)
-        targets = self.targets(ids)  # (B, L)
-        start = targets.new_full((targets.shape[0], 1), int(tokenizer.codebook_size))
-        return torch.cat([start, targets[:, :-1]], dim=1), targets
+        return self.shifted_train_inputs(ids, tokenizer)
 
     def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
-        grid = ids[0]
         if step == 0:
-            return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
-        return grid.flatten(1)[:, step - 1 : step]  # (B, 1)
+            return self.start_tokens(ids[0], tokenizer)
+        return ids[0].flatten(1)[:, step - 1 : step]  # (B, 1)
 
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
         return self._masked_preview(ids, step, tokenizer)

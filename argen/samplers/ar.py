@@ -40,33 +40,22 @@ def generate(
     order: Order,
     tokenizer: Any,
     *,
-    labels: Tensor | None = None,
-    batch_size: int | None = None,
-    cfg_scale: float = 1.0,
-    cfg_schedule: str = "constant",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
     use_cache: bool = True,
     callback: Callable[[int, list[Tensor]], None] | None = None,
+    **request: Any,
 ) -> GenerationOutput:
     """Sample token grids for a batch, step by step along ``order``'s schedule.
 
     Args:
         model: a `argen.transformer.Transformer` built for ``order`` and ``tokenizer``.
-        labels: (B,) classes, or None for unconditional sampling (then ``batch_size`` gives B).
-        cfg_scale: guidance scale s (logits = uncond + s · (cond - uncond)); 1 is unguided.
-        cfg_schedule: "constant", or "linear" for VAR's ramp from 1 at the first step to cfg_scale at the last.
-        temperature, top_k, top_p, generator: see `argen.samplers.logits.sample`; temperature 0 is greedy.
+        request: the keywords every sampler takes, ``labels`` (B,) or ``batch_size``, ``cfg_scale``,
+            ``cfg_schedule``, ``temperature``, ``top_k``, ``top_p``, ``generator``: see
+            `argen.samplers.base.prepare_request`.
         use_cache: reuse keys and values of earlier steps; without it every step re-runs the whole prefix.
         callback: called as ``callback(step, ids)`` after each step; ``order.preview(ids, step + 1, tokenizer)``
             decodes what is there so far.
     """
-    request = prepare_request(
-        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
-        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-    )  # fmt: skip
+    request = prepare_request(model, order, tokenizer, **request)
     layout = request.layout
     ids = request.empty_ids()
     cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None

@@ -1,7 +1,7 @@
 """What every sampler shares: its registry entry, the request it checks, and one step of decoding.
 
-A sampler is a function ``generate(model, order, tokenizer, *, labels, batch_size, cfg_scale, cfg_schedule,
-temperature, top_k, top_p, generator, callback, **its_options) -> GenerationOutput`` registered with
+A sampler is a function ``generate(model, order, tokenizer, *, callback, **its_options, **request) ->
+GenerationOutput`` (``request``: the keywords `prepare_request` checks, shared by all) registered with
 ``@register_sampler(SamplerInfo(...))``: the info says what it needs of an order (capabilities, never names) and
 which options it takes, which is all the CLI (flags, ``sampler_options``), `argen.Pipeline` (required options,
 model options) and `argen eval` need to offer it. `SAMPLERS` discovers every module of this folder, so a new
@@ -164,16 +164,24 @@ def prepare_request(
     order: Order,
     tokenizer: Any,
     *,
-    labels: Tensor | None,
-    batch_size: int | None,
-    cfg_scale: float,
-    cfg_schedule: str,
-    temperature: float,
-    top_k: int,
-    top_p: float,
-    generator: torch.Generator | None,
+    labels: Tensor | None = None,
+    batch_size: int | None = None,
+    cfg_scale: float = 1.0,
+    cfg_schedule: str = "constant",
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
 ) -> Request:
-    """Check what every sampler is asked (model against order and tokenizer, labels, guidance, sampling settings)."""
+    """Check what every sampler is asked, the keywords they all take (a sampler passes its ``**request`` here).
+
+    Args:
+        model: a `argen.transformer.Transformer`, checked against ``order`` and ``tokenizer``.
+        labels: (B,) classes, or None for unconditional sampling (then ``batch_size`` gives B).
+        cfg_scale: guidance scale s (logits = uncond + s · (cond - uncond)); 1 is unguided.
+        cfg_schedule: "constant", or "linear" for VAR's ramp from 1 at the first step to cfg_scale at the last.
+        temperature, top_k, top_p, generator: see `argen.samplers.logits.sample`; temperature 0 is greedy.
+    """
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     layout = order.layout(tokenizer.grid_shapes)
     order.check_model(model.config, tokenizer)

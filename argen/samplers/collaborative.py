@@ -100,15 +100,8 @@ def generate_collaborative(
     *,
     refiner: Any,
     draft_steps: int,
-    labels: Tensor | None = None,
-    batch_size: int | None = None,
-    cfg_scale: float = 1.0,
-    cfg_schedule: str = "constant",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
     callback: Callable[[int, list[Tensor]], None] | None = None,
+    **request: Any,
 ) -> GenerationOutput:
     """Sample token grids with collaborative decoding: ``model`` drafts the first steps, ``refiner`` the rest.
 
@@ -122,10 +115,7 @@ def generate_collaborative(
         ``passes_by_model`` ``{"drafter": N, "refiner": S - N}``.
     """
     INFO.check_supports(order)
-    request = prepare_request(
-        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
-        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-    )  # fmt: skip
+    request = prepare_request(model, order, tokenizer, **request)
     layout = request.layout
     num_steps = layout.num_steps
     check_refiner(model, refiner, order, tokenizer)

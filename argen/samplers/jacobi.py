@@ -201,18 +201,11 @@ def generate_jacobi(
     order: Order,
     tokenizer: Any,
     *,
-    labels: Tensor | None = None,
-    batch_size: int | None = None,
-    cfg_scale: float = 1.0,
-    cfg_schedule: str = "constant",
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
     use_cache: bool = True,
     callback: Callable[[int, list[Tensor]], None] | None = None,
     window: int | None = None,
     init: str = "random",
+    **request: Any,
 ) -> GenerationOutput:
     """Sample token grids with speculative Jacobi decoding: the distribution of `generate`, in fewer model calls.
 
@@ -231,10 +224,7 @@ def generate_jacobi(
         raise ArgenError(f"window must be a whole number of steps, at least 1, got {window!r}")
     if init not in INITS:
         raise ArgenError(f"unknown draft init {init!r}: choose one of {', '.join(INITS)}")
-    request = prepare_request(
-        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
-        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
-    )  # fmt: skip
+    request = prepare_request(model, order, tokenizer, **request)
     layout, num_steps = request.layout, request.layout.num_steps
     state = JacobiState(order, request, vocab=int(model.config.vocab_size), init=init)
     offsets = [0]  # offsets[s]: sequence positions fed before step s
