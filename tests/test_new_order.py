@@ -1,6 +1,7 @@
 """Adding an order is one file: a copy of raster.py under another name, dropped into argen/orders/ of a copy of the
 package, is offered by `argen train --order`, trains, samples (also with the jacobi sampler, which it qualifies
-for by its capabilities) and is listed by the registry the contract tests are parametrised over."""
+for by its capabilities) and is listed by the registry the contract tests are parametrised over. A sampler is one
+file too: its option becomes a flag of `argen sample`."""
 
 import os
 import shutil
@@ -30,8 +31,25 @@ for argv in (
     ["sample", "--model", f"{root}/model", "--labels", "0,1", "--per-label", "2", "--out", f"{root}/grid.png"],
     ["sample", "--model", f"{root}/model", "--labels", "0", "--per-label", "2", "--out", f"{root}/jacobi.png",
      "--sampler", "jacobi"],
+    ["sample", "--model", f"{root}/model", "--labels", "0", "--per-label", "2", "--out", f"{root}/greedy.png",
+     "--sampler", "greedy", "--greedy-note", "7"],
 ):
     main(argv)
+"""
+
+# A sampler in one file: plain decoding at temperature 0, with one option of its own.
+GREEDY = """
+from argen.samplers.ar import generate
+from argen.samplers.base import SamplerInfo, SamplerOption, register_sampler
+
+INFO = SamplerInfo(name="greedy", method="greedy decoding", help="the most likely id at every step",
+                   options=(SamplerOption("greedy_note", type=int, help="printed, to show the option arrives"),))
+
+
+@register_sampler(INFO)
+def generate_greedy(model, order, tokenizer, *, callback=None, greedy_note=None, **request):
+    print("greedy note:", greedy_note)
+    return generate(model, order, tokenizer, callback=callback, **{**request, "temperature": 0.0})
 """
 
 
@@ -44,6 +62,7 @@ def test_a_new_order_is_one_new_file(tmp_path, idx_dataset):
     )
     assert order != raster
     (copy / "argen" / "orders" / "copied.py").write_text(order)
+    (copy / "argen" / "samplers" / "greedy.py").write_text(GREEDY)
     environment = dict(os.environ, PYTHONPATH=str(copy), OMP_NUM_THREADS="1")
 
     def argen(*argv: str) -> str:
@@ -62,4 +81,5 @@ def test_a_new_order_is_one_new_file(tmp_path, idx_dataset):
     assert set(listed["orders"].split(",")) == {"raster", "scale", "frequency", "neighbor", "copied"}
     assert set(listed["jacobi"].split(",")) == {"raster", "neighbor", "copied"}  # single-grid orders
     assert Image.open(tmp_path / "grid.png").size[0] > 0 and (tmp_path / "jacobi.png").is_file()
+    assert "greedy note: 7" in printed and (tmp_path / "greedy.png").is_file()
     assert (tmp_path / "model" / "generator" / "config.json").read_text().count('"copied"') == 1
