@@ -51,6 +51,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     group.add_argument("--ema-decay", type=float, default=defaults.get("ema_decay", 0.999), help="0 disables EMA")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    group.add_argument(
+        "--keep-every", type=int, help="also keep a copy of the weights every N steps in OUT/snapshots/step-N"
+    )
     group.add_argument("--log-every", type=int, default=20, help="append to metrics.jsonl every N steps")
     group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     group.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
@@ -73,6 +76,7 @@ def training_config(arguments: argparse.Namespace):
         ema_decay=arguments.ema_decay,
         seed=arguments.seed,
         save_every=arguments.save_every,
+        keep_every=arguments.keep_every,
         log_every=arguments.log_every,
         device=arguments.device,
         fresh=arguments.fresh,
