@@ -21,14 +21,7 @@ from PIL import Image, ImageDraw
 
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
 from argen.errors import ArgenError
-
-ORDERS = ("raster", "scale", "frequency", "neighbor")
-PAPERS = {
-    "raster": "raster next-token (LlamaGen, arXiv 2406.06525)",
-    "scale": "next-scale (VAR, arXiv 2404.02905)",
-    "frequency": "next-frequency (NFIG, arXiv 2503.07076)",
-    "neighbor": "next-neighbor (NAR, arXiv 2503.10696)",
-}
+from argen.orders import ORDERS
 
 
 def find_checkpoints(checkpoints: str | Path | None, data: str) -> Path:
@@ -82,9 +75,10 @@ def run_demo(
     """Write OUT/index.html (+ a grid PNG and a GIF per order, OUT/demo.png with all grids, OUT/demo.json)."""
     from tqdm.auto import tqdm
 
+    from argen.commands.sample import sample_to_files
     from argen.data import image_grid
     from argen.evaluate import classifier_outputs, load_evaluation_classifier
-    from argen.pipeline import Pipeline, sample_to_files
+    from argen.pipeline import Pipeline
 
     started = time.perf_counter()
     root = find_checkpoints(checkpoints, data)
@@ -115,7 +109,7 @@ def run_demo(
         count = timed.pixels.shape[0]
         row = {
             "order": order,
-            "paper": PAPERS[order],
+            "paper": ORDERS[order].summary(),
             "parameters": sum(parameter.numel() for parameter in pipeline.model.parameters()),
             "steps": timed.forward_passes,
             "images_per_second": count / seconds,

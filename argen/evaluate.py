@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -210,27 +209,14 @@ def generate_images(
     """
     num_classes = pipeline.model.config.num_classes
     labels = torch.arange(num_images) % num_classes if num_classes > 0 else None
-    images, passes, batches = [], 0, 0
-    started = time.perf_counter()
-    for batch_index, start in enumerate(
-        tqdm(range(0, num_images, batch_size), desc="sample", unit="batch", disable=not progress)
-    ):
-        count = min(batch_size, num_images - start)
-        output = pipeline(
-            labels[start : start + count] if labels is not None else None,
-            num_images=None if labels is not None else count,
-            seed=seed + batch_index,
-            **sampling,
-        )
-        images.append(output.pixels)
-        passes += output.forward_passes
-        batches += 1
-    seconds = time.perf_counter() - started
+    output = pipeline.generate_batched(
+        labels, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
+    )
     return {
-        "images": torch.cat(images),
+        "images": output.pixels,
         "labels": labels,
-        "seconds": seconds,
-        "forward_passes_per_image": passes / batches,
+        "seconds": output.seconds,
+        "forward_passes_per_image": output.forward_passes / output.batches,
     }
 
 
@@ -312,8 +298,9 @@ def evaluate_generator(
             pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
         )
         images, labels = generated["images"], generated["labels"]
-        # JSON-ready: a refiner (a directory, or a Pipeline) is recorded as text
-        options = {key: str(value) if key == "refiner" else value for key, value in sampling.items()}
+        # JSON-ready: an option naming another model (a directory, or a Pipeline) is recorded as text
+        options = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+                   for key, value in sampling.items()}  # fmt: skip
         results.update(
             model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
             sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],

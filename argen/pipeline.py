@@ -14,8 +14,7 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,29 +22,21 @@ from PIL import Image
 
 from argen.checkpoint import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
+    GENERATOR_KIND,
+    GeneratorConfig,
     config_from_dict,
     config_to_dict,
     load_release_weights,
     read_release_config,
+    release_fingerprint,
     save_release,
 )
-from argen.data import float_to_images, release_fingerprint
+from argen.data import float_to_images
 from argen.errors import ArgenError
 from argen.orders import build_order
 from argen.samplers import SAMPLERS
 from argen.tokenizers import load_tokenizer
 from argen.transformer import Transformer, TransformerConfig
-
-GENERATOR_KIND = "generator"
-
-
-@dataclass
-class GeneratorConfig:
-    """What config.json of a generator release holds: the order and the transformer's config."""
-
-    order: str
-    transformer: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -61,6 +52,8 @@ class PipelineOutput:
     intermediates: list[list[Image.Image]] | None = None
     intermediate_pixels: list[torch.Tensor] | None = None  # per step, uint8 (B, C, H, W)
     passes_by_model: dict[str, int] | None = None  # collaborative: {"drafter": N, "refiner": S - N}
+    batches: int = 1  # forward passes and passes_by_model are summed over this many batches
+    seconds: float | None = None  # wall time of the sampling (model calls and decoding), for generate_batched
 
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
@@ -188,6 +181,20 @@ class Pipeline:
             )
         return refiner.model
 
+    def sampler_options(self, sampler: str, options: dict) -> dict:
+        """``options`` checked against the sampler's registered ones: the required ones are there, and model
+        options (a refiner's directory or Pipeline) become that model's transformer."""
+        info = SAMPLERS.info(sampler)
+        required = [option for option in info.options if option.required]
+        if any(options.get(option.keyword) is None for option in required):
+            needed = " and ".join(f"{option.keyword}=" for option in required)
+            raise ArgenError(f"the {sampler} sampler needs {needed} (its options: argen sample --help)")
+        options = dict(options)
+        for option in info.options:
+            if option.model and options.get(option.keyword) is not None:
+                options[option.keyword] = self.refiner_model(options[option.keyword])
+        return options
+
     @torch.no_grad()
     def __call__(
         self,
@@ -208,15 +215,7 @@ class Pipeline:
 
         ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does.
         """
-        if sampler not in SAMPLERS:
-            raise ArgenError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        if sampler == "collaborative":
-            if sampler_options.get("refiner") is None or sampler_options.get("draft_steps") is None:
-                raise ArgenError(
-                    "the collaborative sampler needs refiner= (a Pipeline or a model directory) and draft_steps= "
-                    "(the steps this model makes before the refiner takes over)"
-                )
-            sampler_options["refiner"] = self.refiner_model(sampler_options["refiner"])
+        sampler_options = self.sampler_options(sampler, sampler_options)
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 labels = torch.tensor([self.class_index(label) for label in labels], dtype=torch.long)
@@ -249,119 +248,56 @@ class Pipeline:
             passes_by_model=result.passes_by_model,
         )
 
+    def generate_batched(
+        self,
+        labels: torch.Tensor | None,
+        *,
+        num_images: int,
+        batch_size: int,
+        seed: int = 0,
+        progress: bool = True,
+        return_intermediates: bool = False,
+        **options,
+    ) -> PipelineOutput:
+        """``num_images`` images in batches of ``batch_size``, batch b seeded ``seed + b``, joined into one output.
 
-def export_model(source: str | Path, destination: str | Path, *, dtype: torch.dtype | None = None) -> None:
-    """What `argen export` does to a model directory: its tokenizer and generator, weights stored as ``dtype``.
+        ``labels`` (N,) gives each image's class (None for an unconditional model). The one seeded batch loop of
+        `argen sample` and `argen eval`: a seed and a batch size reproduce the same images. ``forward_passes`` and
+        ``passes_by_model`` are summed over the ``batches``; ``seconds`` is the wall time of the whole loop.
+        """
+        import time
 
-    The token cache and training state stay behind. The tokenizer's fingerprint changes with its weights, so the
-    generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
-    """
-    from argen.checkpoint import export_release
+        from tqdm.auto import tqdm
 
-    source, destination = Path(source), Path(destination)
-    Pipeline.from_pretrained(source)  # refuse a broken or mismatched source before writing anything
-    export_release(source / "tokenizer", destination / "tokenizer", dtype=dtype)
-    fingerprint = release_fingerprint(destination / "tokenizer")
-    export_release(
-        source / "generator",
-        destination / "generator",
-        dtype=dtype,
-        extra_updates={"tokenizer_fingerprint": fingerprint},
-    )
-    Pipeline.from_pretrained(destination)
-
-
-def copy_release(source: str | Path, destination: str | Path) -> None:
-    """Copy a release directory's two files (used to put the tokenizer beside a generator)."""
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):  # config last: its presence marks a complete release
-        temporary = destination / f".{name}.copy"
-        shutil.copyfile(Path(source) / name, temporary)
-        temporary.replace(destination / name)
-
-
-def sample_to_files(
-    model_directory: str | Path,
-    *,
-    labels: list[str] | None = None,
-    per_label: int = 8,
-    grid_path: str | Path | None = "samples.png",
-    progress_path: str | Path | None = None,
-    npz_path: str | Path | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    seed: int = 0,
-    verbose: bool = True,
-    **sampling,
-) -> PipelineOutput:
-    """What `argen sample` does: ``per_label`` images for each label (default every class), a grid with one row per
-    label, optionally a GIF of every step and an npz of the images. Batches use seeds seed, seed+1, ... so a seed
-    and batch size reproduce the same files."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    from argen.data import image_grid, save_images_npz
-
-    pipeline = Pipeline.from_pretrained(model_directory, device=device)
-    conditional = pipeline.model.config.num_classes > 0
-    if conditional:
-        chosen = [pipeline.class_index(label) for label in labels] if labels else list(range(len(pipeline.classes)))
-        wanted = torch.tensor(chosen, dtype=torch.long).repeat_interleave(per_label)
-    elif labels:
-        raise ArgenError("this model is unconditional: drop --labels")
-    total = len(wanted) if conditional else per_label
-    outputs, start_time = [], time.perf_counter()
-    for batch_index, start in enumerate(
-        tqdm(range(0, total, batch_size), desc="sample", unit="batch", disable=not verbose)
-    ):
-        count = min(batch_size, total - start)
-        outputs.append(
-            pipeline(
-                wanted[start : start + count] if conditional else None,
-                num_images=None if conditional else count,
-                seed=seed + batch_index,
-                return_intermediates=progress_path is not None,
-                **sampling,
+        outputs, started = [], time.perf_counter()
+        starts = range(0, num_images, batch_size)
+        for batch_index, start in enumerate(tqdm(starts, desc="sample", unit="batch", disable=not progress)):
+            count = min(batch_size, num_images - start)
+            batch_labels = labels[start : start + count] if labels is not None else None
+            outputs.append(
+                self(
+                    batch_labels,
+                    num_images=None if labels is not None else count,
+                    seed=seed + batch_index,
+                    return_intermediates=return_intermediates,
+                    **options,
+                )  # fmt: skip
             )
-        )
-    seconds = time.perf_counter() - start_time
-    pixels = torch.cat([output.pixels for output in outputs])
-    ids = [torch.cat([output.ids[index] for output in outputs]) for index in range(len(outputs[0].ids))]
-    result = PipelineOutput(
-        images=[image for output in outputs for image in output.images],
-        ids=ids,
-        labels=wanted if conditional else None,
-        forward_passes=sum(output.forward_passes for output in outputs),
-        pixels=pixels,
-    )
-    if grid_path:
-        image_grid(pixels, columns=per_label).save(grid_path)
-    if progress_path:
-        frames = []
-        for step in range(len(outputs[0].intermediate_pixels)):
-            step_pixels = torch.cat([output.intermediate_pixels[step] for output in outputs])
-            frames.append(image_grid(step_pixels, columns=per_label))
-        durations = [250] * (len(frames) - 1) + [1500]  # hold the finished image
-        frames[0].save(progress_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    if npz_path:
-        save_images_npz(npz_path, pixels, wanted if conditional else None)
-    if outputs[0].passes_by_model is not None:
-        result.passes_by_model = {
-            name: sum(output.passes_by_model[name] for output in outputs) for name in outputs[0].passes_by_model
-        }
-    if verbose:
-        passes = result.forward_passes / len(outputs)
-        split = ""
-        if result.passes_by_model is not None:  # collaborative decoding: which model made the calls
-            counts = ", ".join(f"{name} {count / len(outputs):.0f}" for name, count in result.passes_by_model.items())
-            split = f" ({counts})"
-        print(
-            f"{total} images in {seconds:.2f} s ({total / seconds:.1f} images/s), "
-            f"{passes:.0f} forward passes per batch{split}"
-        )
-        for path, what in ((grid_path, "grid"), (progress_path, "progress GIF"), (npz_path, "npz")):
-            if path:
-                print(f"{what}: {path}")
-    return result
+        seconds = time.perf_counter() - started
+        first = outputs[0]
+        steps = range(len(first.intermediate_pixels)) if return_intermediates else range(0)
+        step_pixels = [torch.cat([output.intermediate_pixels[step] for output in outputs]) for step in steps]
+        return PipelineOutput(
+            images=[image for output in outputs for image in output.images],
+            ids=[torch.cat([output.ids[index] for output in outputs]) for index in range(len(first.ids))],
+            labels=labels,
+            forward_passes=sum(output.forward_passes for output in outputs),
+            pixels=torch.cat([output.pixels for output in outputs]),
+            intermediates=[to_pil(pixels) for pixels in step_pixels] if return_intermediates else None,
+            intermediate_pixels=step_pixels if return_intermediates else None,
+            passes_by_model=None if first.passes_by_model is None else {
+                name: sum(output.passes_by_model[name] for output in outputs) for name in first.passes_by_model
+            },
+            batches=len(outputs),
+            seconds=seconds,
+        )  # fmt: skip

@@ -519,10 +519,11 @@ def train_generator(
     """
     import torch.nn.functional as F
 
-    from argen.data import encode_dataset, load_dataset, load_token_cache, release_fingerprint, save_token_cache
+    from argen.checkpoint import GENERATOR_KIND, GeneratorConfig, copy_release, release_fingerprint
+    from argen.data import load_dataset
     from argen.orders import build_order
-    from argen.pipeline import GENERATOR_KIND, GeneratorConfig, copy_release
     from argen.tokenizers import load_tokenizer
+    from argen.tokenizers.cache import encode_dataset, load_token_cache, save_token_cache
     from argen.transformer import Transformer, preset_config
 
     context = setup(training.device)

@@ -8,10 +8,10 @@ from conftest import write_idx_dataset
 from PIL import Image
 
 from argen.cli import run
-from argen.demo import ORDERS
 from argen.errors import ArgenError
+from argen.orders import ORDERS, default_tokenizers
 
-TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
+TOKENIZER_FOR = default_tokenizers()
 
 
 @pytest.fixture(scope="module")
