@@ -281,9 +281,14 @@ def evaluate_generator(
     results: dict = {"data": data, "classifier": str(classifier), "classifier_test_accuracy": classifier_accuracy}
     pipeline = None
     if model is not None:
-        from argen.pipeline import Pipeline
+        from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
 
         pipeline = Pipeline.from_pretrained(model, device=device)
+        # The model's recommended settings fill what the caller left out, and the results record what was used.
+        given = {name: sampling.get(name) for name in SAMPLING_DEFAULTS}
+        sampling = {**sampling, **pipeline.sampling_settings(**given)}
+        if progress:
+            print("sampling: " + ", ".join(f"{name} {sampling[name]}" for name in SAMPLING_DEFAULTS))
         config = pipeline.tokenizer.config
         check_images_fit(classifier_model, (config.channels, config.image_size, config.image_size), what=str(model))
     elif samples is not None:

@@ -120,17 +120,35 @@ def print_results(results: dict) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
-    group.add_argument(
-        "--cfg-schedule", choices=("constant", "linear"), default="constant", help="linear: VAR's ramp over steps"
+    group = parser.add_argument_group(
+        "sampling", "settings left out take the model's recommended ones (MODEL/sampling.json), else the default shown"
     )
-    group.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    group.add_argument("--top-k", type=int, default=0, help="keep the K most likely ids (0 = all)")
-    group.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability")
+    group.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default 1)")
+    group.add_argument(
+        "--cfg-schedule", choices=("constant", "linear"), help="linear: VAR's ramp over steps (default constant)"
+    )
+    group.add_argument("--temperature", type=float, help="0 = greedy (default 1)")
+    group.add_argument("--top-k", type=int, help="keep the K most likely ids (0 = all, the default)")
+    group.add_argument("--top-p", type=float, help="keep the smallest set with this much probability (default 1)")
     group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
     group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
     group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def sampling_arguments(arguments: argparse.Namespace) -> dict:
+    """The sampling settings given on the command line; None where left out (the model's recommendation applies)."""
+    names = ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p")
+    return {name: getattr(arguments, name) for name in names}
+
+
+def print_sampling_settings(pipeline, given: dict) -> None:
+    """One line naming the settings a command samples with and where each came from."""
+    settings = pipeline.sampling_settings(**given)
+    parts = []
+    for name, value in settings.items():
+        source = "" if given.get(name) is not None else " (model)" if name in pipeline.recommended else ""
+        parts.append(f"{name} {value}{source}")
+    print("sampling: " + ", ".join(parts))
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
