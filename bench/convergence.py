@@ -30,7 +30,7 @@ import json
 import sys
 from pathlib import Path
 
-RUNS = ["raster", "neighbor", "scale", "frequency", "seed1/scale", "seed1/frequency"]
+RUNS = ["raster", "neighbor", "scale", "frequency", "seed1/scale", "seed1/frequency", "long/raster"]
 CURVE_SETTINGS = {"cfg_scale": 2.0}
 SWEEP_GUIDANCE = (1.5, 2.0, 3.0)
 SWEEP_TOP_K = (0, 100)  # 0 = the whole vocabulary
