@@ -86,8 +86,6 @@ def run_demo(
     if not orders:
         raise ArgenError(f"{root} holds no model directory named {', '.join(ORDERS)}: nothing to show")
     measured = json.loads((root / "results.json").read_text()) if (root / "results.json").is_file() else None
-    if cfg_scale is None:
-        cfg_scale = measured.get("cfg_scale", 2.0) if measured else 2.0
     classifier = None
     if (root / "classifier" / "config.json").is_file():
         classifier, _ = load_evaluation_classifier(root / "classifier")
@@ -114,6 +112,7 @@ def run_demo(
             "steps": timed.forward_passes,
             "images_per_second": count / seconds,
             "images_timed": count,
+            "sampling": pipeline.sampling_settings(cfg_scale=cfg_scale),
             "grid": grid_path.name,
             "progress": gif_path.name,
         }
@@ -174,6 +173,13 @@ def render_page(summary: dict, *, classes: list[str]) -> str:
     )
     rows_text = "".join(live_rows)
     class_list = escape(", ".join(f"{index} {name}" for index, name in enumerate(classes)))
+    settings = [
+        f"{row['order']}: guidance {row['sampling']['cfg_scale']}, top-k {row['sampling']['top_k'] or 'all'}"
+        for row in summary["orders"]
+        if "sampling" in row
+    ]
+    guidance = "each model's recommended sampling settings — " + "; ".join(settings) if settings else "default settings"
+
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>argen demo</title>
 <style>
@@ -183,7 +189,7 @@ img {{ image-rendering: pixelated; width: 280px; }} .pair {{ display: flex; gap:
 figure {{ margin: 0; }} figcaption {{ font-size: 90%; color: #555; }} code {{ background: #f3f3f3; }}
 </style></head><body>
 <h1>argen: four generation orders on one tokenizer stack</h1>
-<p>Class-conditional Fashion-MNIST samples (classifier-free guidance {summary["cfg_scale"]}, seed {summary["seed"]})
+<p>Class-conditional Fashion-MNIST samples ({guidance}, seed {summary["seed"]})
 from the shipped checkpoints in <code>{escape(summary["checkpoints"])}</code>. Rows are classes: {class_list}.</p>
 <h2>Speed (measured now, on this machine)</h2>
 <table><tr><th>order</th><th>method</th><th>transformer</th><th>forward passes / image</th><th>images/s</th>

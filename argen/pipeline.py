@@ -14,6 +14,7 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from argen.checkpoint import (
     CONFIG_NAME,
     GENERATOR_KIND,
     GeneratorConfig,
+    atomic_write_text,
     config_from_dict,
     config_to_dict,
     load_release_weights,
@@ -60,6 +62,36 @@ def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """uint8 (B, C, H, W) → PIL images ("L" or "RGB")."""
     arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
+
+
+SAMPLING_NAME = "sampling.json"
+# The library's own defaults, used where neither the caller nor the model's sampling.json gives a value.
+SAMPLING_DEFAULTS = {"cfg_scale": 1.0, "cfg_schedule": "constant", "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def read_recommended_sampling(directory: str | Path) -> dict:
+    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys are refused."""
+    path = Path(directory) / SAMPLING_NAME
+    if not path.is_file():
+        return {}
+    try:
+        recommended = json.loads(path.read_text()).get("recommended", {})
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise ArgenError(f"{path} is not a JSON object with a 'recommended' object; fix or delete it") from None
+    unknown = sorted(set(recommended) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        known = ", ".join(SAMPLING_DEFAULTS)
+        raise ArgenError(f"{path}: unknown sampling setting(s) {', '.join(unknown)}; known: {known}")
+    for name, value in recommended.items():
+        expected = str if name == "cfg_schedule" else (int, float)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ArgenError(f"{path}: {name} must be a {'string' if expected is str else 'number'}, got {value!r}")
+    return recommended
+
+
+def write_recommended_sampling(directory: str | Path, recommended: dict, *, chosen_by: str | None = None) -> None:
+    document = {"recommended": recommended, **({"chosen_by": chosen_by} if chosen_by else {})}
+    atomic_write_text(Path(directory) / SAMPLING_NAME, json.dumps(document, indent=2) + "\n")
 
 
 def load_generator(directory: str | Path, tokenizer, *, device: torch.device | str = "cpu"):
@@ -103,12 +135,15 @@ class Pipeline:
         *,
         classes: list[str] | None = None,
         tokenizer_fingerprint: str | None = None,
+        recommended: dict | None = None,
     ):
         self.tokenizer = tokenizer
         self.model = model
         self.order = order
         self.classes = classes or []
         self.tokenizer_fingerprint = tokenizer_fingerprint
+        # Sampling settings that travel with the model (DIR/sampling.json); a caller's own argument always wins.
+        self.recommended: dict = dict(recommended or {})
         self._refiners: dict[str, Pipeline] = {}  # refiner directories loaded once for many calls
 
     @classmethod
@@ -131,7 +166,14 @@ class Pipeline:
                 f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
                 "copy the original tokenizer back"
             )
-        return cls(tokenizer, model, order, classes=extra.get("classes"), tokenizer_fingerprint=fingerprint)
+        return cls(
+            tokenizer,
+            model,
+            order,
+            classes=extra.get("classes"),
+            tokenizer_fingerprint=fingerprint,
+            recommended=read_recommended_sampling(directory),
+        )
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write ``directory/tokenizer`` and ``directory/generator`` (``dtype=torch.float16`` halves the size)."""
@@ -146,6 +188,16 @@ class Pipeline:
             directory / "generator", kind=GENERATOR_KIND, config=config, state_dict=self.model.state_dict(),
             dtype=dtype, extra=extra,
         )  # fmt: skip
+        if self.recommended:
+            write_recommended_sampling(directory, self.recommended)
+
+    def sampling_settings(self, **given) -> dict:
+        """The sampling settings a call uses: each given (non-None) value, else the model's recommended one
+        (DIR/sampling.json), else the library default (no guidance, the whole vocabulary, temperature 1)."""
+        return {
+            name: given[name] if given.get(name) is not None else self.recommended.get(name, default)
+            for name, default in SAMPLING_DEFAULTS.items()
+        }
 
     @property
     def device(self) -> torch.device:
@@ -201,11 +253,11 @@ class Pipeline:
         labels: list[int | str] | torch.Tensor | None = None,
         *,
         num_images: int | None = None,
-        cfg_scale: float = 1.0,
-        cfg_schedule: str = "constant",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        cfg_scale: float | None = None,
+        cfg_schedule: str | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         seed: int | None = 0,
         sampler: str = "ar",
         return_intermediates: bool = False,
@@ -213,9 +265,13 @@ class Pipeline:
     ) -> PipelineOutput:
         """Generate one image per label (or ``num_images`` unconditional ones). The same seed gives the same images.
 
-        ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does.
+        ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does. A
+        sampling setting left at None takes the model's recommended value (`sampling_settings`).
         """
         sampler_options = self.sampler_options(sampler, sampler_options)
+        settings = self.sampling_settings(
+            cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 labels = torch.tensor([self.class_index(label) for label in labels], dtype=torch.long)
@@ -233,8 +289,7 @@ class Pipeline:
         result = SAMPLERS[sampler](
             self.model, self.order, self.tokenizer,
             labels=labels, batch_size=None if labels is not None else num_images,
-            cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-            generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
+            **settings, generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
         )  # fmt: skip
         pixels = float_to_images(self.tokenizer.decode(result.ids))
         return PipelineOutput(

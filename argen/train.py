@@ -51,7 +51,9 @@ METRICS_NAME = "metrics.jsonl"
 
 # Settings that may change between a run and its resume: budgets and logging. Anything else changing would make
 # the resumed run a different experiment, so it is refused.
-RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "save_every", "log_every", "progress", "device", "fresh", "out"}
+RESUMABLE_CHANGES = {
+    "steps", "epochs", "minutes", "save_every", "keep_every", "log_every", "progress", "device", "fresh", "out",
+}  # fmt: skip
 
 
 @dataclass
@@ -71,6 +73,7 @@ class TrainingConfig:
     ema_decay: float = 0.999
     seed: int = 0
     save_every: int = 1000
+    keep_every: int | None = None  # also keep a copy of the release every N steps in OUT/snapshots/step-N
     log_every: int = 20
     device: str | None = None
     fresh: bool = False
@@ -284,6 +287,9 @@ class _Run:
         extra = dict(self.task.extra, step=self.step, complete=final)
         release = Path(self.task.release_directory) if self.task.release_directory else self.out
         save_release(release, kind=self.task.kind, config=self.task.config, state_dict=weights, extra=extra)
+        keep_every = self.training.keep_every
+        if keep_every and self.step > 0 and self.step % keep_every == 0:
+            keep_snapshot(self.out, release, self.step)
 
     def optimizer_step(self, trained: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[float, dict, float]:
         """One update at the scheduled learning rate; returns (mean loss over ranks, logs, gradient norm).
@@ -505,6 +511,24 @@ def _fit(
     if context.is_main:
         tqdm.write(f"{task.kind} training {reason} at step {run.step}; checkpoint in {out}")
     return FitResult(step=run.step, reason=reason, out=out, last_logs=log.last_logs, is_main=context.is_main)
+
+
+def keep_snapshot(out: Path, release_directory: Path, step: int) -> Path:
+    """Copy the release just saved to OUT/snapshots/step-N (with the model directory's tokenizer copy, so a snapshot
+    of a generator is itself a model directory): learning curves are evaluated on these after training."""
+    import shutil
+
+    snapshot = out / "snapshots" / f"step-{step}"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    if release_directory == out:  # a tokenizer or classifier: the release files sit in OUT itself
+        snapshot.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy2(out / name, snapshot / name)
+        return snapshot
+    for part in (release_directory, out / "tokenizer"):
+        if part.is_dir():
+            shutil.copytree(part, snapshot / part.name)
+    return snapshot
 
 
 # ---------------------------------------------------------------------------------------------------------------

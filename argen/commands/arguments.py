@@ -92,6 +92,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     group.add_argument("--ema-decay", type=float, default=defaults.get("ema_decay", 0.999), help="0 disables EMA")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    group.add_argument(
+        "--keep-every", type=int, help="also keep a copy of the weights every N steps in OUT/snapshots/step-N"
+    )
     group.add_argument("--log-every", type=int, default=20, help="append to metrics.jsonl every N steps")
     group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
     group.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
@@ -114,6 +117,7 @@ def training_config(arguments: argparse.Namespace):
         ema_decay=arguments.ema_decay,
         seed=arguments.seed,
         save_every=arguments.save_every,
+        keep_every=arguments.keep_every,
         log_every=arguments.log_every,
         device=arguments.device,
         fresh=arguments.fresh,
@@ -146,17 +150,35 @@ def print_results(results: dict) -> None:
 
 
 def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("sampling")
-    group.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
-    group.add_argument(
-        "--cfg-schedule", choices=("constant", "linear"), default="constant", help="linear: VAR's ramp over steps"
+    group = parser.add_argument_group(
+        "sampling", "settings left out take the model's recommended ones (MODEL/sampling.json), else the default shown"
     )
-    group.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    group.add_argument("--top-k", type=int, default=0, help="keep the K most likely ids (0 = all)")
-    group.add_argument("--top-p", type=float, default=1.0, help="keep the smallest set with this much probability")
+    group.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default 1)")
+    group.add_argument(
+        "--cfg-schedule", choices=("constant", "linear"), help="linear: VAR's ramp over steps (default constant)"
+    )
+    group.add_argument("--temperature", type=float, help="0 = greedy (default 1)")
+    group.add_argument("--top-k", type=int, help="keep the K most likely ids (0 = all, the default)")
+    group.add_argument("--top-p", type=float, help="keep the smallest set with this much probability (default 1)")
     group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
     group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
     group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def sampling_arguments(arguments: argparse.Namespace) -> dict:
+    """The sampling settings given on the command line; None where left out (the model's recommendation applies)."""
+    names = ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p")
+    return {name: getattr(arguments, name) for name in names}
+
+
+def print_sampling_settings(pipeline, given: dict) -> None:
+    """One line naming the settings a command samples with and where each came from."""
+    settings = pipeline.sampling_settings(**given)
+    parts = []
+    for name, value in settings.items():
+        source = "" if given.get(name) is not None else " (model)" if name in pipeline.recommended else ""
+        parts.append(f"{name} {value}{source}")
+    print("sampling: " + ", ".join(parts))
 
 
 def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:

@@ -11,6 +11,7 @@ from argen.commands.arguments import (
     add_sampling_arguments,
     print_results,
     sampler_options,
+    sampling_arguments,
 )
 from argen.errors import ArgenError
 
@@ -66,8 +67,7 @@ def run(arguments: argparse.Namespace) -> None:
     sampling = {}
     if arguments.model is not None:
         sampling = dict(
-            cfg_scale=arguments.cfg_scale, cfg_schedule=arguments.cfg_schedule, temperature=arguments.temperature,
-            top_k=arguments.top_k, top_p=arguments.top_p, **sampler_options(arguments),
+            **sampling_arguments(arguments), **sampler_options(arguments),
         )  # fmt: skip
     results = evaluate_generator(
         classifier=classifier,

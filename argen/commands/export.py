@@ -29,7 +29,7 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
     generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
     """
     from argen.checkpoint import export_release, release_fingerprint
-    from argen.pipeline import Pipeline
+    from argen.pipeline import Pipeline, read_recommended_sampling, write_recommended_sampling
 
     source, destination = Path(source), Path(destination)
     Pipeline.from_pretrained(source)  # refuse a broken or mismatched source before writing anything
@@ -41,7 +41,18 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
         dtype=dtype,
         extra_updates={"tokenizer_fingerprint": fingerprint},
     )
+    recommended = read_recommended_sampling(source)  # checked, then carried along with the weights
+    if recommended:
+        write_recommended_sampling(destination, recommended, chosen_by=read_chosen_by(source))
     Pipeline.from_pretrained(destination)
+
+
+def read_chosen_by(directory: Path) -> str | None:
+    import json
+
+    from argen.pipeline import SAMPLING_NAME
+
+    return json.loads((directory / SAMPLING_NAME).read_text()).get("chosen_by")
 
 
 def run(arguments: argparse.Namespace) -> None:

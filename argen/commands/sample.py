@@ -11,7 +11,9 @@ from argen.commands.arguments import (
     add_sampler_arguments,
     add_sampling_arguments,
     parse_labels,
+    print_sampling_settings,
     sampler_options,
+    sampling_arguments,
 )
 from argen.errors import ArgenError
 
@@ -40,11 +42,7 @@ def run(arguments: argparse.Namespace) -> None:
         arguments.model,
         labels=parse_labels(arguments.labels),
         per_label=arguments.per_label,
-        cfg_scale=arguments.cfg_scale,
-        cfg_schedule=arguments.cfg_schedule,
-        temperature=arguments.temperature,
-        top_k=arguments.top_k,
-        top_p=arguments.top_p,
+        **sampling_arguments(arguments),
         seed=arguments.seed,
         **sampler_options(arguments),
         grid_path=arguments.out,
@@ -85,6 +83,8 @@ def sample_to_files(
     elif labels:
         raise ArgenError("this model is unconditional: drop --labels")
     total = len(wanted) if wanted is not None else per_label
+    if verbose:
+        print_sampling_settings(pipeline, sampling)
     result = pipeline.generate_batched(
         wanted, num_images=total, batch_size=batch_size, seed=seed, progress=verbose,
         return_intermediates=progress_path is not None, **sampling,
