@@ -9,17 +9,28 @@ The data flow, one module per arrow:
 5. ``argen.samplers``: logits → ids, step by step with a KV cache.
 6. ``argen.pipeline``: the whole chain; ``Pipeline.from_pretrained(dir)``.
 7. ``argen.metrics``: numbers.
+
+The registries, each filled by the components' own files: ``argen.ORDERS``, ``argen.TOKENIZERS``,
+``argen.SAMPLERS`` (and the transformer's ``argen.PRESETS``); see docs/architecture.md.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "__version__"]
+__all__ = ["ORDERS", "PRESETS", "SAMPLERS", "TOKENIZERS", "Pipeline", "__version__"]
+
+# name → the module that defines it; imported on first use, so `argen --help` does not pay for loading every module.
+_LAZY = {
+    "Pipeline": "argen.pipeline",
+    "ORDERS": "argen.orders",
+    "TOKENIZERS": "argen.tokenizers",
+    "SAMPLERS": "argen.samplers",
+    "PRESETS": "argen.transformer",
+}
 
 
 def __getattr__(name: str):
-    # Imported on first use, so `argen --help` does not pay for loading every module.
-    if name == "Pipeline":
-        from argen.pipeline import Pipeline
+    if name in _LAZY:
+        import importlib
 
-        return Pipeline
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'argen' has no attribute {name!r}")

@@ -94,81 +94,59 @@ def parameters(pipeline: Pipeline) -> int:
     return sum(parameter.numel() for parameter in pipeline.model.parameters())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    fits = SAMPLERS.info("collaborative").supported_orders()  # the coarse-to-fine orders, from the registry
-    parser.add_argument("--orders", default=",".join(reversed(fits)), help=f"comma-separated: {', '.join(fits)}")
-    parser.add_argument("--drafters", default="runs/generators", help="folder of the large model directories, by order")
-    parser.add_argument("--refiners", default="runs/refiners", help="folder of the small model directories, by order")
-    parser.add_argument("--images", type=int, default=128, help="images per variant and round")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--cfg-scale", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default="bench/results/collaborative.md")
-    arguments = parser.parse_args()
-    torch.set_num_threads(arguments.threads)
-    command = "OMP_NUM_THREADS=1 python bench/collaborative.py " + " ".join(sys.argv[1:])
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
-
+def bench_order(order_name: str, arguments: argparse.Namespace) -> list[dict]:
+    """Every variant of one order: interleaved timed rounds after a warm-up, medians, one row per variant."""
     results = []
-    for order_name in arguments.orders.split(","):
-        drafter = Pipeline.from_pretrained(Path(arguments.drafters) / order_name)
-        refiner = Pipeline.from_pretrained(Path(arguments.refiners) / order_name)
-        drafter.refiner_model(refiner)  # same order and tokenizer, or a one-line error before any timing
-        num_steps = drafter.order.layout(drafter.tokenizer.grid_shapes).num_steps
-        classes = max(1, drafter.model.config.num_classes)
-        labels = torch.arange(arguments.images) % classes
-        named = variants(num_steps)
-        for name, draft_steps in named.items():  # warm-up: first calls allocate and pick kernels
-            measure(drafter, refiner, name, draft_steps, labels[: arguments.batch_size], batch=arguments.batch_size,
-                    cfg_scale=arguments.cfg_scale)  # fmt: skip
-        rounds: dict[str, list[dict[str, float]]] = {name: [] for name in named}
-        for round_index in range(arguments.rounds):
-            names = list(named)
-            shift = round_index % len(names)
-            for name in names[shift:] + names[:shift]:
-                rounds[name].append(
-                    measure(drafter, refiner, name, named[name], labels, batch=arguments.batch_size,
-                            cfg_scale=arguments.cfg_scale)
-                )  # fmt: skip
-            print(f"{order_name}: round {round_index + 1}/{arguments.rounds} done", file=sys.stderr)
-        for name, draft_steps in named.items():
-            measured = rounds[name]
-            sampling = [entry["sampling_seconds"] for entry in measured]
-            total = [entry["sampling_seconds"] + entry["decoding_seconds"] for entry in measured]
-            ratios = [
-                large["sampling_seconds"] / entry["sampling_seconds"] for large, entry in zip(rounds["large"], measured)
-            ]
-            results.append({
-                "order": order_name,
-                "variant": name,
-                "draft_steps": {"large": num_steps, "small": 0}.get(name, draft_steps),
-                "num_steps": num_steps,
-                "large_calls_per_image": measured[0]["large_calls_per_image"],
-                "small_calls_per_image": measured[0]["small_calls_per_image"],
-                "images_per_second": arguments.images / statistics.median(sampling),
-                "images_per_second_with_decoding": arguments.images / statistics.median(total),
-                "speedup_vs_large": statistics.median(ratios),
-                "sampling_seconds": sampling,
-                "drafter": str(Path(arguments.drafters) / order_name),
-                "refiner": str(Path(arguments.refiners) / order_name),
-                "drafter_parameters": parameters(drafter),
-                "refiner_parameters": parameters(refiner),
-                "fid": None,  # filled by `argen eval`
-            })  # fmt: skip
+    drafter = Pipeline.from_pretrained(Path(arguments.drafters) / order_name)
+    refiner = Pipeline.from_pretrained(Path(arguments.refiners) / order_name)
+    drafter.refiner_model(refiner)  # same order and tokenizer, or a one-line error before any timing
+    num_steps = drafter.order.layout(drafter.tokenizer.grid_shapes).num_steps
+    classes = max(1, drafter.model.config.num_classes)
+    labels = torch.arange(arguments.images) % classes
+    named = variants(num_steps)
+    for name, draft_steps in named.items():  # warm-up: first calls allocate and pick kernels
+        measure(drafter, refiner, name, draft_steps, labels[: arguments.batch_size], batch=arguments.batch_size,
+                cfg_scale=arguments.cfg_scale)  # fmt: skip
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in named}
+    for round_index in range(arguments.rounds):
+        names = list(named)
+        shift = round_index % len(names)
+        for name in names[shift:] + names[:shift]:
+            rounds[name].append(
+                measure(drafter, refiner, name, named[name], labels, batch=arguments.batch_size,
+                        cfg_scale=arguments.cfg_scale)
+            )  # fmt: skip
+        print(f"{order_name}: round {round_index + 1}/{arguments.rounds} done", file=sys.stderr)
+    for name, draft_steps in named.items():
+        measured = rounds[name]
+        sampling = [entry["sampling_seconds"] for entry in measured]
+        total = [entry["sampling_seconds"] + entry["decoding_seconds"] for entry in measured]
+        ratios = [
+            large["sampling_seconds"] / entry["sampling_seconds"] for large, entry in zip(rounds["large"], measured)
+        ]
+        results.append({
+            "order": order_name,
+            "variant": name,
+            "draft_steps": {"large": num_steps, "small": 0}.get(name, draft_steps),
+            "num_steps": num_steps,
+            "large_calls_per_image": measured[0]["large_calls_per_image"],
+            "small_calls_per_image": measured[0]["small_calls_per_image"],
+            "images_per_second": arguments.images / statistics.median(sampling),
+            "images_per_second_with_decoding": arguments.images / statistics.median(total),
+            "speedup_vs_large": statistics.median(ratios),
+            "sampling_seconds": sampling,
+            "drafter": str(Path(arguments.drafters) / order_name),
+            "refiner": str(Path(arguments.refiners) / order_name),
+            "drafter_parameters": parameters(drafter),
+            "refiner_parameters": parameters(refiner),
+            "fid": None,  # filled by `argen eval`
+        })  # fmt: skip
 
-    machine = {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": arguments.threads,
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "seconds": time.perf_counter() - started,
-    }
+    return results
+
+
+def render(results: list[dict], arguments: argparse.Namespace, machine: dict, command: str) -> str:
+    """The markdown table of the rows, with the command and the machine above and the model sizes below."""
     lines = [
         f"`{command}`",
         "",
@@ -197,7 +175,39 @@ def main() -> None:
             f"{order_name}: large = `{drafter_path}` ({row['drafter_parameters'] / 1e6:.2f}M parameters), small = "
             f"`{refiner_path}` ({row['refiner_parameters'] / 1e6:.2f}M parameters)."
         )
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    fits = SAMPLERS.info("collaborative").supported_orders()  # the coarse-to-fine orders, from the registry
+    parser.add_argument("--orders", default=",".join(reversed(fits)), help=f"comma-separated: {', '.join(fits)}")
+    parser.add_argument("--drafters", default="runs/generators", help="folder of the large model directories, by order")
+    parser.add_argument("--refiners", default="runs/refiners", help="folder of the small model directories, by order")
+    parser.add_argument("--images", type=int, default=128, help="images per variant and round")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--cfg-scale", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default="bench/results/collaborative.md")
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+    command = "OMP_NUM_THREADS=1 python bench/collaborative.py " + " ".join(sys.argv[1:])
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
+
+    results = [row for order_name in arguments.orders.split(",") for row in bench_order(order_name, arguments)]
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "threads": arguments.threads,
+        "load_before": load_before,
+        "load_after": os.getloadavg()[0],
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
+        "seconds": time.perf_counter() - started,
+    }
+    table = render(results, arguments, machine, command)
     out = Path(arguments.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(table + "\n")
