@@ -697,6 +697,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(evaluate)
     add_sampler_arguments(evaluate)
     evaluate.set_defaults(handler=command_eval, batch_size=100)
+
+    from argen.commands import serve as serve_command  # protocol modules (argen/commands/), until cli.py discovers them
+
+    for module in (serve_command,):
+        subparser = commands.add_parser(
+            module.NAME, parents=[common], help=module.HELP, description=getattr(module, "DESCRIPTION", module.HELP)
+        )
+        module.add_arguments(subparser)
+        subparser.set_defaults(handler=module.run)
     return parser
 
 
