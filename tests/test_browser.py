@@ -142,7 +142,11 @@ def test_generate_then_paint_a_mask_and_edit(server, browser):
     assert torch.equal(pixels(edited)[~mask], pixels(generated)[~mask])  # outside the mask: the original
     assert len(browser.find_elements(By.CSS_SELECTOR, "#history figure")) == 2
     screenshot = os.environ.get("ARGEN_SERVE_SCREENSHOT")
-    if screenshot:
+    if screenshot:  # the README's picture: the right half inpainted under the sample's own class
+        Select(browser.find_element(By.ID, "label")).select_by_value("0")
+        browser.find_element(By.ID, "mask-right").click()
+        browser.find_element(By.ID, "edit").click()
+        wait_until(browser, "window.argen.edited === 2", "Edit gave no image")
         browser.execute_script("window.scrollTo(0, 0)")
         browser.save_screenshot(screenshot)
 

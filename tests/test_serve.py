@@ -11,6 +11,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -231,6 +232,38 @@ def test_steps_are_sent_while_the_next_ones_are_still_running(models):
             released.set()
             rest = [json.loads(line) for line in response if line.strip()]
     assert not stalled and rest[-1]["done"] and len(rest) == 6
+
+
+def test_a_client_that_goes_away_stops_the_sampling(models):
+    model = load_models([models["raster"].directory])["raster"]
+    released, previewed = threading.Event(), []
+    preview = model.pipeline.order.preview
+
+    def gated_preview(ids, step, tokenizer):
+        previewed.append(step)
+        if step == 2:
+            released.wait(timeout=30)
+        return preview(ids, step, tokenizer)
+
+    model.pipeline.order.preview = gated_preview
+    with background_server(create_app({"raster": model})) as url:
+        host, port = url.removeprefix("http://").split(":")
+        body = json.dumps({"seed": 1}).encode()
+        with socket.create_connection((host, int(port)), timeout=30) as connection:
+            connection.sendall(
+                b"POST /api/generate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                + f"Content-Length: {len(body)}\r\n\r\n".encode()
+                + body
+            )
+            assert connection.recv(4096).startswith(b"HTTP/1.1 200")
+        released.set()
+        for _ in range(3000):  # up to 30 s for the worker to notice
+            working = any(thread.name == "argen-serve-raster" for thread in threading.enumerate())
+            if not working:
+                break
+            threading.Event().wait(0.01)
+    # Step 2 cannot finish before the client has gone, and the worker stops at the next step it starts.
+    assert not working and 1 <= len(previewed) < 10  # of 49
 
 
 def test_generate_without_streaming_and_without_a_seed(server):

@@ -33,7 +33,7 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -470,8 +470,19 @@ class Routes:
         label = choose_label(model, fields)
         options = sampling_options(model, fields)
         if parse_flag("stream", fields.get("stream", True)):
-            lines = (json.dumps(event) + "\n" for event in generation_events(model, label, options))
-            return StreamingResponse(lines, media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
+            events = generation_events(model, label, options)
+
+            async def lines() -> AsyncIterator[str]:
+                try:
+                    while (event := await run_in_threadpool(next, events, None)) is not None:
+                        yield json.dumps(event) + "\n"
+                        # uvicorn drops what is sent to a closed connection without a word: ask, and stop sampling
+                        if await request.is_disconnected():
+                            break
+                finally:
+                    events.close()
+
+            return StreamingResponse(lines(), media_type="application/x-ndjson", headers={"Cache-Control": "no-cache"})
         events = await run_in_threadpool(lambda: list(generation_events(model, label, options)))
         return JSONResponse(events[-1], status_code=500 if "error" in events[-1] else 200)
 
