@@ -14,7 +14,7 @@ DESCRIPTION = (
     "inpaint, outpaint or class-edit it. Listens on localhost only unless --host says otherwise. Needs the serve "
     "extra: pip install 'argen[serve]'."
 )
-ORDER = 95
+ORDER = 105  # after demo, the other way to look at the shipped models
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
