@@ -249,6 +249,54 @@ class Pipeline:
             passes_by_model=result.passes_by_model,
         )
 
+    @torch.no_grad()
+    def edit(
+        self,
+        images,
+        masks,
+        labels,
+        *,
+        keep_steps: int | None = None,
+        paste_back: bool = True,
+        cfg_scale: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float = 1.0,
+        seed: int | None = None,
+        return_intermediates: bool = False,
+        num: int = 1,
+        **options,
+    ) -> PipelineOutput:
+        """Inpaint, outpaint or class-edit ``images`` (PIL images, or uint8 (B, C, H, W)); see `argen.samplers.editing`.
+
+        ``masks``: PIL "L" images or bool (B, H, W), white / True = regenerate (None: everything). ``labels``: one
+        class (index or name) for all images, one per image, or None (the null class). ``keep_steps`` K keeps the
+        first K steps of the image and regenerates the rest under ``labels`` (class editing). Outside the mask the
+        output equals the input exactly unless ``paste_back=False``. ``num`` edits per image, image-major. Further
+        options: ``fill`` ("smooth" or "keep"), ``particles`` (sequential Monte Carlo), ``cfg_schedule``.
+        """
+        from argen.samplers.editing import as_images, as_masks, edit_images
+
+        pixels = as_images(images, channels=self.tokenizer.config.channels)
+        masks = as_masks(masks, batch=pixels.shape[0], height=pixels.shape[-2], width=pixels.shape[-1])
+        if labels is not None and not isinstance(labels, torch.Tensor):
+            listed = labels if isinstance(labels, (list, tuple)) else [labels]
+            labels = torch.tensor([self.class_index(label) for label in listed], dtype=torch.long)
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        result = edit_images(
+            self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
+            paste_back=paste_back, num=num, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k or 0,
+            top_p=1.0 if top_p is None else top_p, generator=generator, return_intermediates=return_intermediates,
+            **options,
+        )  # fmt: skip
+        steps = result.intermediate_pixels
+        return PipelineOutput(
+            images=to_pil(result.pixels), ids=result.ids, labels=result.labels, forward_passes=result.forward_passes,
+            pixels=result.pixels, intermediates=[to_pil(step) for step in steps] if steps is not None else None,
+            intermediate_pixels=steps,
+        )  # fmt: skip
+
 
 def export_model(source: str | Path, destination: str | Path, *, dtype: torch.dtype | None = None) -> None:
     """What `argen export` does to a model directory: its tokenizer and generator, weights stored as ``dtype``.
