@@ -697,6 +697,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(evaluate)
     add_sampler_arguments(evaluate)
     evaluate.set_defaults(handler=command_eval, batch_size=100)
+
+    from argen.commands import edit  # argen/commands/ modules; goes when cli.py discovers them
+
+    for module in (edit,):
+        description = getattr(module, "DESCRIPTION", module.HELP)
+        subparser = commands.add_parser(module.NAME, parents=[common], help=module.HELP, description=description)
+        module.add_arguments(subparser)
+        subparser.set_defaults(handler=module.run)
     return parser
 
 
