@@ -24,7 +24,8 @@ see). Coarse-to-fine orders re-quantize their known tokens against the regenerat
 ("requantized"); ``--ablate-known-tokens`` adds a row per such order and mask with VAR's plain rule ("encoded": the
 tokens the image encodes to), one particle. Results go to ``--out`` (markdown) and the same path with .json, and
 one example grid per mask type beside them (``editing-MASK.png``: the originals, the masked inputs, then one row
-per variant in the table's order).
+per variant in the table's order), and ``editing-class.png``: class editing (scale and frequency keep the first 1-4
+scales / bands of the first test images and regenerate the rest under the next class).
 """
 
 from __future__ import annotations
@@ -40,10 +41,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from PIL import Image, ImageDraw
 
 from argen.data import image_grid, load_dataset
 from argen.evaluate import classifier_outputs, load_evaluation_classifier, reference_features
 from argen.metrics import GivenFeatures, _torchmetrics_image
+from argen.orders.scale import CoarseToFineOrder
 from argen.pipeline import Pipeline
 from argen.samplers.editing import can_requantize
 
@@ -105,6 +108,33 @@ def seam_energy(images: torch.Tensor, masks: torch.Tensor) -> float:
         total += float(energy[across].sum())
         pairs += int(across.sum())
     return total / max(pairs, 1)
+
+
+def labelled_grid(rows: list[torch.Tensor], names: list[str], *, margin: int = 130) -> Image.Image:
+    """One grid row per uint8 (N, C, H, W) tensor, its name written to the left."""
+    grid = image_grid(torch.cat(rows), columns=rows[0].shape[0]).convert("RGB")
+    canvas = Image.new("RGB", (grid.width + margin, grid.height), (0, 0, 0))
+    canvas.paste(grid, (margin, 0))
+    draw, pitch = ImageDraw.Draw(canvas), (grid.height - 2) / len(rows)
+    for index, name in enumerate(names):
+        draw.text((4, 2 + index * pitch + pitch / 2 - 6), name, fill=(255, 255, 255))
+    return canvas
+
+
+def class_editing_grid(pipelines: dict[str, Pipeline], images: torch.Tensor, labels: torch.Tensor, *, seed: int):
+    """Class editing examples: the coarse-to-fine orders keep the first K scales / bands of each image and regenerate
+    the rest under the next class ((label + 1) mod 10: T-shirt → trouser, …, ankle boot → T-shirt), K = 1 … 4.
+    (Raster and neighbor would keep the first K tokens or anti-diagonals, not a silhouette.)"""
+    targets = (labels + 1) % 10
+    rows, names = [images], ["original"]
+    for order_name, pipeline in pipelines.items():
+        if not isinstance(pipeline.order, CoarseToFineOrder):
+            continue
+        for keep in (1, 2, 3, 4):
+            output = pipeline.edit(images, None, targets, keep_steps=keep, cfg_scale=2.0, seed=seed)
+            rows.append(output.pixels.cpu())
+            names.append(f"{order_name} keep {keep}")
+    return labelled_grid(rows, names)
 
 
 def git_commit() -> str:
@@ -175,7 +205,7 @@ def main() -> None:
         real_seam = seam_energy(images, masks)
         shown = images[:EXAMPLES].clone()
         shown[masks[:EXAMPLES, None].expand_as(shown)] = 128  # the hole as the model's input has it: unknown
-        rows = [images[:EXAMPLES], shown]
+        rows, names = [images[:EXAMPLES], shown], ["original", "input (grey: mask)"]
         for order_name, pipeline in pipelines.items():
             requantizable = can_requantize(pipeline.order, pipeline.tokenizer)
             variants = [(particles, "requantized" if requantizable else "encoded") for particles in particle_counts]
@@ -201,14 +231,20 @@ def main() -> None:
                     "masked_fraction": float(masks.float().mean()),
                 })  # fmt: skip
                 rows.append(edited[:EXAMPLES])
+                names.append(
+                    f"{order_name} P={particles}" + (" encoded" if requantizable and known_tokens == "encoded" else "")
+                )
                 row = results[-1]
                 print(
                     f"{mask_kind} {order_name} P={particles} {known_tokens}: accuracy {row['class_accuracy']:.3f}, "
                     f"FID {row['fid']:.2f}, PSNR in mask {row['psnr_inside']:.2f} dB, seam ×{row['seam_ratio']:.2f}",
                     file=sys.stderr,
                 )
-        image_grid(torch.cat(rows), columns=EXAMPLES).save(out.parent / f"{out.stem}-{mask_kind}.png")
+        labelled_grid(rows, names).save(out.parent / f"{out.stem}-{mask_kind}.png")
 
+    class_editing_grid(pipelines, images[:EXAMPLES], labels[:EXAMPLES], seed=arguments.seed).save(
+        out.parent / f"{out.stem}-class.png"
+    )
     machine = {
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
