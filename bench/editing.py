@@ -22,10 +22,11 @@ Per variant:
 ``--particles 1,4`` also runs sequential Monte Carlo with 4 particles (the remedy for what a causal order cannot
 see). Coarse-to-fine orders re-quantize their known tokens against the regenerated coarse cells by default
 ("requantized"); ``--ablate-known-tokens`` adds a row per such order and mask with VAR's plain rule ("encoded": the
-tokens the image encodes to), one particle. Results go to ``--out`` (markdown) and the same path with .json, and
-one example grid per mask type beside them (``editing-MASK.png``: the originals, the masked inputs, then one row
+tokens the image encodes to), one particle. Results go to ``--out`` (markdown) and the same path with .json; one
+example grid per mask type goes beside them (``editing-MASK.png``: the originals, the masked inputs, then one row
 per variant in the table's order), and ``editing-class.png``: class editing (scale and frequency keep the first 1-4
-scales / bands of the first test images and regenerate the rest under the next class).
+scales / bands of the first test images and regenerate the rest under the next class). PNGs are git-ignored outside
+docs/: the README shows copies there.
 """
 
 from __future__ import annotations
