@@ -36,9 +36,8 @@ from tqdm.auto import tqdm
 
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
 from argen.errors import ArgenError
+from argen.orders import ORDERS, default_tokenizers
 
-ORDERS = ("raster", "scale", "frequency", "neighbor")
-TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
 EVAL_NAME = "eval.json"
 REFERENCE_SPLIT = "train"
 
@@ -127,7 +126,7 @@ def run_benchmark(
     tokenizer_minutes: float | None = None,
     tokenizer_steps: int | None = None,
     preset: str = "1m",
-    orders: tuple[str, ...] | list[str] = ORDERS,
+    orders: tuple[str, ...] | list[str] | None = None,
     num_images: int = 10000,
     classifier: str | Path | None = None,
     classifier_steps: int = 1000,
@@ -160,11 +159,11 @@ def run_benchmark(
     """
     import torch
 
-    from argen.data import release_fingerprint
+    from argen.checkpoint import release_fingerprint
 
     out = Path(out or default_out(data))
-    orders = list(dict.fromkeys(orders))
-    unknown = [order for order in orders if order not in TOKENIZER_FOR]
+    orders = list(dict.fromkeys(orders if orders is not None else ORDERS))
+    unknown = [order for order in orders if order not in ORDERS]
     if unknown or not orders:
         raise ArgenError(f"unknown order {', '.join(unknown) or '(none)'}: choose from {', '.join(ORDERS)}")
     if num_images < 2:
@@ -238,8 +237,8 @@ def run_benchmark(
         )  # fmt: skip
 
     # 4. Measurements. The real images' features are computed at most once, and only if something is not cached.
+    from argen.commands.sample import sample_to_files
     from argen.evaluate import evaluate_generator, evaluate_tokenizer, load_evaluation_classifier, reference_features
-    from argen.pipeline import sample_to_files
 
     classifier_model, classifier_accuracy = load_evaluation_classifier(classifier_directory, device=evaluation_device)
     classifier_fingerprint = release_fingerprint(classifier_directory)
@@ -397,11 +396,12 @@ def train_models(
     say: Callable[[str], None],
 ) -> None:
     """Train (or resume, or find finished) each tokenizer kind the orders need, then each order's generator."""
-    from argen.data import release_fingerprint
+    from argen.checkpoint import release_fingerprint
     from argen.tokenizers import TokenizerConfig
     from argen.train import TrainingConfig, train_generator, train_tokenizer
 
-    kinds = list(dict.fromkeys(TOKENIZER_FOR[order] for order in orders))
+    tokenizer_for = default_tokenizers()
+    kinds = list(dict.fromkeys(tokenizer_for[order] for order in orders))
     for index, kind in enumerate(kinds, start=1):
         say(f"tokenizer {kind} ({index}/{len(kinds)}) in {out / 'tokenizers' / kind}")
         result = train_tokenizer(
@@ -419,7 +419,7 @@ def train_models(
         )  # fmt: skip
         stopped_by_user(result)
     for index, order in enumerate(orders, start=1):
-        tokenizer_directory = out / "tokenizers" / TOKENIZER_FOR[order]
+        tokenizer_directory = out / "tokenizers" / tokenizer_for[order]
         model_directory = out / order
         generator_config = model_directory / "generator" / "config.json"
         if generator_config.is_file():

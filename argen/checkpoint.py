@@ -16,9 +16,11 @@ one: a crash at any moment leaves either the previous complete file or the new c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import random
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -163,6 +165,26 @@ def read_release_config(directory: str | Path, *, kind: str | tuple[str, ...]) -
 
 
 RELEASE_KINDS = ("tokenizer", "generator", "classifier")
+GENERATOR_KIND = "generator"
+
+
+@dataclasses.dataclass
+class GeneratorConfig:
+    """What config.json of a generator release holds: the order and the transformer's config (a model directory
+    is ``tokenizer/`` + ``generator/``, two releases; `argen.Pipeline` loads the pair)."""
+
+    order: str
+    transformer: dict = dataclasses.field(default_factory=dict)
+
+
+def release_fingerprint(directory: str | Path) -> str:
+    """A short hash of a release's config.json and weights: two caches agree iff their tokenizers are identical."""
+    digest = hashlib.sha256()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        with open(Path(directory) / name, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def export_release(
@@ -186,6 +208,16 @@ def export_release(
         destination, kind=document["kind"], config=document["config"], state_dict=tensors, dtype=dtype, extra=extra
     )
     return read_release_config(destination, kind=document["kind"])
+
+
+def copy_release(source: str | Path, destination: str | Path) -> None:
+    """Copy a release directory's two files (used to put the tokenizer beside a generator)."""
+    destination = Path(destination)
+    destination.mkdir(parents=True, exist_ok=True)
+    for name in (WEIGHTS_NAME, CONFIG_NAME):  # config last: its presence marks a complete release
+        temporary = destination / f".{name}.copy"
+        shutil.copyfile(Path(source) / name, temporary)
+        temporary.replace(destination / name)
 
 
 def load_release_weights(directory: str | Path, model: torch.nn.Module) -> None:

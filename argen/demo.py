@@ -21,14 +21,7 @@ from PIL import Image, ImageDraw
 
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
 from argen.errors import ArgenError
-
-ORDERS = ("raster", "scale", "frequency", "neighbor")
-PAPERS = {
-    "raster": "raster next-token (LlamaGen, arXiv 2406.06525)",
-    "scale": "next-scale (VAR, arXiv 2404.02905)",
-    "frequency": "next-frequency (NFIG, arXiv 2503.07076)",
-    "neighbor": "next-neighbor (NAR, arXiv 2503.10696)",
-}
+from argen.orders import ORDERS
 
 
 def find_checkpoints(checkpoints: str | Path | None, data: str) -> Path:
@@ -82,9 +75,10 @@ def run_demo(
     """Write OUT/index.html (+ a grid PNG and a GIF per order, OUT/demo.png with all grids, OUT/demo.json)."""
     from tqdm.auto import tqdm
 
+    from argen.commands.sample import sample_to_files
     from argen.data import image_grid
     from argen.evaluate import classifier_outputs, load_evaluation_classifier
-    from argen.pipeline import Pipeline, sample_to_files
+    from argen.pipeline import Pipeline
 
     started = time.perf_counter()
     root = find_checkpoints(checkpoints, data)
@@ -92,8 +86,6 @@ def run_demo(
     if not orders:
         raise ArgenError(f"{root} holds no model directory named {', '.join(ORDERS)}: nothing to show")
     measured = json.loads((root / "results.json").read_text()) if (root / "results.json").is_file() else None
-    if cfg_scale is None:
-        cfg_scale = measured.get("cfg_scale", 2.0) if measured else 2.0
     classifier = None
     if (root / "classifier" / "config.json").is_file():
         classifier, _ = load_evaluation_classifier(root / "classifier")
@@ -115,11 +107,12 @@ def run_demo(
         count = timed.pixels.shape[0]
         row = {
             "order": order,
-            "paper": PAPERS[order],
+            "paper": ORDERS[order].summary(),
             "parameters": sum(parameter.numel() for parameter in pipeline.model.parameters()),
             "steps": timed.forward_passes,
             "images_per_second": count / seconds,
             "images_timed": count,
+            "sampling": pipeline.sampling_settings(cfg_scale=cfg_scale),
             "grid": grid_path.name,
             "progress": gif_path.name,
         }
@@ -180,6 +173,13 @@ def render_page(summary: dict, *, classes: list[str]) -> str:
     )
     rows_text = "".join(live_rows)
     class_list = escape(", ".join(f"{index} {name}" for index, name in enumerate(classes)))
+    settings = [
+        f"{row['order']}: guidance {row['sampling']['cfg_scale']}, top-k {row['sampling']['top_k'] or 'all'}"
+        for row in summary["orders"]
+        if "sampling" in row
+    ]
+    guidance = "each model's recommended sampling settings — " + "; ".join(settings) if settings else "default settings"
+
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>argen demo</title>
 <style>
@@ -189,7 +189,7 @@ img {{ image-rendering: pixelated; width: 280px; }} .pair {{ display: flex; gap:
 figure {{ margin: 0; }} figcaption {{ font-size: 90%; color: #555; }} code {{ background: #f3f3f3; }}
 </style></head><body>
 <h1>argen: four generation orders on one tokenizer stack</h1>
-<p>Class-conditional Fashion-MNIST samples (classifier-free guidance {summary["cfg_scale"]}, seed {summary["seed"]})
+<p>Class-conditional Fashion-MNIST samples ({guidance}, seed {summary["seed"]})
 from the shipped checkpoints in <code>{escape(summary["checkpoints"])}</code>. Rows are classes: {class_list}.</p>
 <h2>Speed (measured now, on this machine)</h2>
 <table><tr><th>order</th><th>method</th><th>transformer</th><th>forward passes / image</th><th>images/s</th>

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from tqdm.auto import tqdm
 from argen.checkpoint import atomic_write_text
 from argen.data import float_to_images, image_grid, images_to_float, load_dataset, load_images_npz, save_images_npz
 from argen.errors import ArgenError
-from argen.metrics import codebook_statistics, feature_metrics, psnr
+from argen.metrics import codebook_statistics, feature_metrics, psnr, radial_power_spectrum, spectral_metrics
 
 
 def torchmetrics_ssim():
@@ -60,12 +59,14 @@ def evaluate_tokenizer(
     dataset = load_dataset(data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     ssim_metric = torchmetrics_ssim()
-    psnr_total, all_ids = 0.0, []
+    psnr_total, all_ids, spectra = 0.0, [], torch.zeros(2, 0, dtype=torch.float64)
     for start in tqdm(range(0, count, batch_size), desc="eval-tokenizer", unit="batch", disable=not progress):
         images = images_to_float(dataset.images[start : min(start + batch_size, count)])
         ids = tokenizer.encode(images)
         reconstruction = tokenizer.decode(ids).clamp(-1, 1)
         psnr_total += float(psnr(reconstruction, images)) * images.shape[0]
+        batch_spectra = torch.stack([radial_power_spectrum(images), radial_power_spectrum(reconstruction)])
+        spectra = batch_spectra * images.shape[0] + (spectra if spectra.numel() else 0)
         ssim_metric.update((reconstruction + 1) / 2, (images + 1) / 2)
         all_ids.append(ids)
     grids = [torch.cat([batch[index] for batch in all_ids]) for index in range(len(all_ids[0]))]
@@ -89,6 +90,7 @@ def evaluate_tokenizer(
         "bits_per_image_nominal": tokens_per_image * math.log2(tokenizer.codebook_size),
         "bits_per_image_entropy": tokens_per_image * entropy_bits,
     }
+    results.update(spectral_metrics(spectra[0] / count, spectra[1] / count))  # reconstructions against originals
     if hasattr(tokenizer.quantizer, "band_sizes"):
         results["band_allocation"] = config.band_allocation
         results["frequencies_per_band"] = tokenizer.quantizer.band_sizes
@@ -180,7 +182,14 @@ def reference_features(
             path.parent.mkdir(parents=True, exist_ok=True)
             tensors = {"features": features.contiguous(), "logits": logits.contiguous()}
             atomic_write(path, lambda temporary: save_file(tensors, str(temporary)))
-    return {"features": features, "logits": logits, "data": data, "split": split, "images": images.shape[0]}
+    return {
+        "features": features,
+        "logits": logits,
+        "spectrum": radial_power_spectrum(images),  # a second or two, so not cached
+        "data": data,
+        "split": split,
+        "images": images.shape[0],
+    }
 
 
 def generate_images(
@@ -200,27 +209,14 @@ def generate_images(
     """
     num_classes = pipeline.model.config.num_classes
     labels = torch.arange(num_images) % num_classes if num_classes > 0 else None
-    images, passes, batches = [], 0, 0
-    started = time.perf_counter()
-    for batch_index, start in enumerate(
-        tqdm(range(0, num_images, batch_size), desc="sample", unit="batch", disable=not progress)
-    ):
-        count = min(batch_size, num_images - start)
-        output = pipeline(
-            labels[start : start + count] if labels is not None else None,
-            num_images=None if labels is not None else count,
-            seed=seed + batch_index,
-            **sampling,
-        )
-        images.append(output.pixels)
-        passes += output.forward_passes
-        batches += 1
-    seconds = time.perf_counter() - started
+    output = pipeline.generate_batched(
+        labels, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
+    )
     return {
-        "images": torch.cat(images),
+        "images": output.pixels,
         "labels": labels,
-        "seconds": seconds,
-        "forward_passes_per_image": passes / batches,
+        "seconds": output.seconds,
+        "forward_passes_per_image": output.forward_passes / output.batches,
     }
 
 
@@ -232,6 +228,10 @@ def score_images(
     results = feature_metrics(reference["features"], features, fake_logits=logits)
     if labels is not None:
         results["class_accuracy"] = float((logits.argmax(1) == labels).double().mean())
+    if "spectrum" in reference:
+        spectrum = radial_power_spectrum(images)
+        results.update(spectral_metrics(reference["spectrum"], spectrum))
+        results["radial_power_spectrum"] = {"real": reference["spectrum"].tolist(), "generated": spectrum.tolist()}
     return results
 
 
@@ -281,9 +281,14 @@ def evaluate_generator(
     results: dict = {"data": data, "classifier": str(classifier), "classifier_test_accuracy": classifier_accuracy}
     pipeline = None
     if model is not None:
-        from argen.pipeline import Pipeline
+        from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
 
         pipeline = Pipeline.from_pretrained(model, device=device)
+        # The model's recommended settings fill what the caller left out, and the results record what was used.
+        given = {name: sampling.get(name) for name in SAMPLING_DEFAULTS}
+        sampling = {**sampling, **pipeline.sampling_settings(**given)}
+        if progress:
+            print("sampling: " + ", ".join(f"{name} {sampling[name]}" for name in SAMPLING_DEFAULTS))
         config = pipeline.tokenizer.config
         check_images_fit(classifier_model, (config.channels, config.image_size, config.image_size), what=str(model))
     elif samples is not None:
@@ -298,8 +303,9 @@ def evaluate_generator(
             pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
         )
         images, labels = generated["images"], generated["labels"]
-        # JSON-ready: a refiner (a directory, or a Pipeline) is recorded as text
-        options = {key: str(value) if key == "refiner" else value for key, value in sampling.items()}
+        # JSON-ready: an option naming another model (a directory, or a Pipeline) is recorded as text
+        options = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+                   for key, value in sampling.items()}  # fmt: skip
         results.update(
             model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
             sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],

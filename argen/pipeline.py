@@ -14,8 +14,8 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
-import shutil
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -23,29 +23,22 @@ from PIL import Image
 
 from argen.checkpoint import (
     CONFIG_NAME,
-    WEIGHTS_NAME,
+    GENERATOR_KIND,
+    GeneratorConfig,
+    atomic_write_text,
     config_from_dict,
     config_to_dict,
     load_release_weights,
     read_release_config,
+    release_fingerprint,
     save_release,
 )
-from argen.data import float_to_images, release_fingerprint
+from argen.data import float_to_images
 from argen.errors import ArgenError
 from argen.orders import build_order
 from argen.samplers import SAMPLERS
 from argen.tokenizers import load_tokenizer
 from argen.transformer import Transformer, TransformerConfig
-
-GENERATOR_KIND = "generator"
-
-
-@dataclass
-class GeneratorConfig:
-    """What config.json of a generator release holds: the order and the transformer's config."""
-
-    order: str
-    transformer: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -61,12 +54,44 @@ class PipelineOutput:
     intermediates: list[list[Image.Image]] | None = None
     intermediate_pixels: list[torch.Tensor] | None = None  # per step, uint8 (B, C, H, W)
     passes_by_model: dict[str, int] | None = None  # collaborative: {"drafter": N, "refiner": S - N}
+    batches: int = 1  # forward passes and passes_by_model are summed over this many batches
+    seconds: float | None = None  # wall time of the sampling (model calls and decoding), for generate_batched
 
 
 def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
     """uint8 (B, C, H, W) → PIL images ("L" or "RGB")."""
     arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
     return [Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
+
+
+SAMPLING_NAME = "sampling.json"
+# The library's own defaults, used where neither the caller nor the model's sampling.json gives a value.
+SAMPLING_DEFAULTS = {"cfg_scale": 1.0, "cfg_schedule": "constant", "temperature": 1.0, "top_k": 0, "top_p": 1.0}
+
+
+def read_recommended_sampling(directory: str | Path) -> dict:
+    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys are refused."""
+    path = Path(directory) / SAMPLING_NAME
+    if not path.is_file():
+        return {}
+    try:
+        recommended = json.loads(path.read_text()).get("recommended", {})
+    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
+        raise ArgenError(f"{path} is not a JSON object with a 'recommended' object; fix or delete it") from None
+    unknown = sorted(set(recommended) - set(SAMPLING_DEFAULTS))
+    if unknown:
+        known = ", ".join(SAMPLING_DEFAULTS)
+        raise ArgenError(f"{path}: unknown sampling setting(s) {', '.join(unknown)}; known: {known}")
+    for name, value in recommended.items():
+        expected = str if name == "cfg_schedule" else (int, float)
+        if not isinstance(value, expected) or isinstance(value, bool):
+            raise ArgenError(f"{path}: {name} must be a {'string' if expected is str else 'number'}, got {value!r}")
+    return recommended
+
+
+def write_recommended_sampling(directory: str | Path, recommended: dict, *, chosen_by: str | None = None) -> None:
+    document = {"recommended": recommended, **({"chosen_by": chosen_by} if chosen_by else {})}
+    atomic_write_text(Path(directory) / SAMPLING_NAME, json.dumps(document, indent=2) + "\n")
 
 
 def load_generator(directory: str | Path, tokenizer, *, device: torch.device | str = "cpu"):
@@ -110,12 +135,15 @@ class Pipeline:
         *,
         classes: list[str] | None = None,
         tokenizer_fingerprint: str | None = None,
+        recommended: dict | None = None,
     ):
         self.tokenizer = tokenizer
         self.model = model
         self.order = order
         self.classes = classes or []
         self.tokenizer_fingerprint = tokenizer_fingerprint
+        # Sampling settings that travel with the model (DIR/sampling.json); a caller's own argument always wins.
+        self.recommended: dict = dict(recommended or {})
         self._refiners: dict[str, Pipeline] = {}  # refiner directories loaded once for many calls
 
     @classmethod
@@ -138,7 +166,14 @@ class Pipeline:
                 f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
                 "copy the original tokenizer back"
             )
-        return cls(tokenizer, model, order, classes=extra.get("classes"), tokenizer_fingerprint=fingerprint)
+        return cls(
+            tokenizer,
+            model,
+            order,
+            classes=extra.get("classes"),
+            tokenizer_fingerprint=fingerprint,
+            recommended=read_recommended_sampling(directory),
+        )
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write ``directory/tokenizer`` and ``directory/generator`` (``dtype=torch.float16`` halves the size)."""
@@ -153,6 +188,16 @@ class Pipeline:
             directory / "generator", kind=GENERATOR_KIND, config=config, state_dict=self.model.state_dict(),
             dtype=dtype, extra=extra,
         )  # fmt: skip
+        if self.recommended:
+            write_recommended_sampling(directory, self.recommended)
+
+    def sampling_settings(self, **given) -> dict:
+        """The sampling settings a call uses: each given (non-None) value, else the model's recommended one
+        (DIR/sampling.json), else the library default (no guidance, the whole vocabulary, temperature 1)."""
+        return {
+            name: given[name] if given.get(name) is not None else self.recommended.get(name, default)
+            for name, default in SAMPLING_DEFAULTS.items()
+        }
 
     @property
     def device(self) -> torch.device:
@@ -188,17 +233,31 @@ class Pipeline:
             )
         return refiner.model
 
+    def sampler_options(self, sampler: str, options: dict) -> dict:
+        """``options`` checked against the sampler's registered ones: the required ones are there, and model
+        options (a refiner's directory or Pipeline) become that model's transformer."""
+        info = SAMPLERS.info(sampler)
+        required = [option for option in info.options if option.required]
+        if any(options.get(option.keyword) is None for option in required):
+            needed = " and ".join(f"{option.keyword}=" for option in required)
+            raise ArgenError(f"the {sampler} sampler needs {needed} (its options: argen sample --help)")
+        options = dict(options)
+        for option in info.options:
+            if option.model and options.get(option.keyword) is not None:
+                options[option.keyword] = self.refiner_model(options[option.keyword])
+        return options
+
     @torch.no_grad()
     def __call__(
         self,
         labels: list[int | str] | torch.Tensor | None = None,
         *,
         num_images: int | None = None,
-        cfg_scale: float = 1.0,
-        cfg_schedule: str = "constant",
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
+        cfg_scale: float | None = None,
+        cfg_schedule: str | None = None,
+        temperature: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
         seed: int | None = 0,
         sampler: str = "ar",
         return_intermediates: bool = False,
@@ -206,17 +265,13 @@ class Pipeline:
     ) -> PipelineOutput:
         """Generate one image per label (or ``num_images`` unconditional ones). The same seed gives the same images.
 
-        ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does.
+        ``cfg_scale`` is classifier-free guidance (1 = none); ``cfg_schedule`` "linear" ramps it as VAR does. A
+        sampling setting left at None takes the model's recommended value (`sampling_settings`).
         """
-        if sampler not in SAMPLERS:
-            raise ArgenError(f"unknown sampler {sampler!r}: choose one of {', '.join(SAMPLERS)}")
-        if sampler == "collaborative":
-            if sampler_options.get("refiner") is None or sampler_options.get("draft_steps") is None:
-                raise ArgenError(
-                    "the collaborative sampler needs refiner= (a Pipeline or a model directory) and draft_steps= "
-                    "(the steps this model makes before the refiner takes over)"
-                )
-            sampler_options["refiner"] = self.refiner_model(sampler_options["refiner"])
+        sampler_options = self.sampler_options(sampler, sampler_options)
+        settings = self.sampling_settings(
+            cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p
+        )
         if labels is not None:
             if not isinstance(labels, torch.Tensor):
                 labels = torch.tensor([self.class_index(label) for label in labels], dtype=torch.long)
@@ -234,8 +289,7 @@ class Pipeline:
         result = SAMPLERS[sampler](
             self.model, self.order, self.tokenizer,
             labels=labels, batch_size=None if labels is not None else num_images,
-            cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p,
-            generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
+            **settings, generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
         )  # fmt: skip
         pixels = float_to_images(self.tokenizer.decode(result.ids))
         return PipelineOutput(
@@ -258,10 +312,10 @@ class Pipeline:
         *,
         keep_steps: int | None = None,
         paste_back: bool = True,
-        cfg_scale: float = 1.0,
+        cfg_scale: float | None = 1.0,
         top_k: int | None = None,
         top_p: float | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = 1.0,
         seed: int | None = None,
         return_intermediates: bool = False,
         num: int = 1,
@@ -273,7 +327,9 @@ class Pipeline:
         class (index or name) for all images, one per image, or None (the null class). ``keep_steps`` K keeps the
         first K steps of the image and regenerates the rest under ``labels`` (class editing). Outside the mask the
         output equals the input exactly unless ``paste_back=False``. ``num`` edits per image, image-major. Further
-        options: ``fill`` ("smooth" or "keep"), ``particles`` (sequential Monte Carlo), ``cfg_schedule``.
+        options: ``fill`` ("smooth" or "keep"), ``known_tokens`` ("requantized" or "encoded"), ``particles``
+        (sequential Monte Carlo), ``cfg_schedule``. A sampling setting passed as None (``top_k``, ``top_p`` and
+        ``cfg_schedule`` by default) takes the model's recommended value (`sampling_settings`), as in `__call__`.
         """
         from argen.samplers.editing import as_images, as_masks, edit_images
 
@@ -282,13 +338,16 @@ class Pipeline:
         if labels is not None and not isinstance(labels, torch.Tensor):
             listed = labels if isinstance(labels, (list, tuple)) else [labels]
             labels = torch.tensor([self.class_index(label) for label in listed], dtype=torch.long)
+        settings = self.sampling_settings(
+            cfg_scale=cfg_scale, cfg_schedule=options.pop("cfg_schedule", None), temperature=temperature,
+            top_k=top_k, top_p=top_p,
+        )  # fmt: skip
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         result = edit_images(
             self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
-            paste_back=paste_back, num=num, cfg_scale=cfg_scale, temperature=temperature, top_k=top_k or 0,
-            top_p=1.0 if top_p is None else top_p, generator=generator, return_intermediates=return_intermediates,
-            **options,
+            paste_back=paste_back, num=num, **settings, generator=generator,
+            return_intermediates=return_intermediates, **options,
         )  # fmt: skip
         steps = result.intermediate_pixels
         return PipelineOutput(
@@ -297,119 +356,56 @@ class Pipeline:
             intermediate_pixels=steps,
         )  # fmt: skip
 
+    def generate_batched(
+        self,
+        labels: torch.Tensor | None,
+        *,
+        num_images: int,
+        batch_size: int,
+        seed: int = 0,
+        progress: bool = True,
+        return_intermediates: bool = False,
+        **options,
+    ) -> PipelineOutput:
+        """``num_images`` images in batches of ``batch_size``, batch b seeded ``seed + b``, joined into one output.
 
-def export_model(source: str | Path, destination: str | Path, *, dtype: torch.dtype | None = None) -> None:
-    """What `argen export` does to a model directory: its tokenizer and generator, weights stored as ``dtype``.
+        ``labels`` (N,) gives each image's class (None for an unconditional model). The one seeded batch loop of
+        `argen sample` and `argen eval`: a seed and a batch size reproduce the same images. ``forward_passes`` and
+        ``passes_by_model`` are summed over the ``batches``; ``seconds`` is the wall time of the whole loop.
+        """
+        import time
 
-    The token cache and training state stay behind. The tokenizer's fingerprint changes with its weights, so the
-    generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
-    """
-    from argen.checkpoint import export_release
+        from tqdm.auto import tqdm
 
-    source, destination = Path(source), Path(destination)
-    Pipeline.from_pretrained(source)  # refuse a broken or mismatched source before writing anything
-    export_release(source / "tokenizer", destination / "tokenizer", dtype=dtype)
-    fingerprint = release_fingerprint(destination / "tokenizer")
-    export_release(
-        source / "generator",
-        destination / "generator",
-        dtype=dtype,
-        extra_updates={"tokenizer_fingerprint": fingerprint},
-    )
-    Pipeline.from_pretrained(destination)
-
-
-def copy_release(source: str | Path, destination: str | Path) -> None:
-    """Copy a release directory's two files (used to put the tokenizer beside a generator)."""
-    destination = Path(destination)
-    destination.mkdir(parents=True, exist_ok=True)
-    for name in (WEIGHTS_NAME, CONFIG_NAME):  # config last: its presence marks a complete release
-        temporary = destination / f".{name}.copy"
-        shutil.copyfile(Path(source) / name, temporary)
-        temporary.replace(destination / name)
-
-
-def sample_to_files(
-    model_directory: str | Path,
-    *,
-    labels: list[str] | None = None,
-    per_label: int = 8,
-    grid_path: str | Path | None = "samples.png",
-    progress_path: str | Path | None = None,
-    npz_path: str | Path | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    seed: int = 0,
-    verbose: bool = True,
-    **sampling,
-) -> PipelineOutput:
-    """What `argen sample` does: ``per_label`` images for each label (default every class), a grid with one row per
-    label, optionally a GIF of every step and an npz of the images. Batches use seeds seed, seed+1, ... so a seed
-    and batch size reproduce the same files."""
-    import time
-
-    from tqdm.auto import tqdm
-
-    from argen.data import image_grid, save_images_npz
-
-    pipeline = Pipeline.from_pretrained(model_directory, device=device)
-    conditional = pipeline.model.config.num_classes > 0
-    if conditional:
-        chosen = [pipeline.class_index(label) for label in labels] if labels else list(range(len(pipeline.classes)))
-        wanted = torch.tensor(chosen, dtype=torch.long).repeat_interleave(per_label)
-    elif labels:
-        raise ArgenError("this model is unconditional: drop --labels")
-    total = len(wanted) if conditional else per_label
-    outputs, start_time = [], time.perf_counter()
-    for batch_index, start in enumerate(
-        tqdm(range(0, total, batch_size), desc="sample", unit="batch", disable=not verbose)
-    ):
-        count = min(batch_size, total - start)
-        outputs.append(
-            pipeline(
-                wanted[start : start + count] if conditional else None,
-                num_images=None if conditional else count,
-                seed=seed + batch_index,
-                return_intermediates=progress_path is not None,
-                **sampling,
+        outputs, started = [], time.perf_counter()
+        starts = range(0, num_images, batch_size)
+        for batch_index, start in enumerate(tqdm(starts, desc="sample", unit="batch", disable=not progress)):
+            count = min(batch_size, num_images - start)
+            batch_labels = labels[start : start + count] if labels is not None else None
+            outputs.append(
+                self(
+                    batch_labels,
+                    num_images=None if labels is not None else count,
+                    seed=seed + batch_index,
+                    return_intermediates=return_intermediates,
+                    **options,
+                )  # fmt: skip
             )
-        )
-    seconds = time.perf_counter() - start_time
-    pixels = torch.cat([output.pixels for output in outputs])
-    ids = [torch.cat([output.ids[index] for output in outputs]) for index in range(len(outputs[0].ids))]
-    result = PipelineOutput(
-        images=[image for output in outputs for image in output.images],
-        ids=ids,
-        labels=wanted if conditional else None,
-        forward_passes=sum(output.forward_passes for output in outputs),
-        pixels=pixels,
-    )
-    if grid_path:
-        image_grid(pixels, columns=per_label).save(grid_path)
-    if progress_path:
-        frames = []
-        for step in range(len(outputs[0].intermediate_pixels)):
-            step_pixels = torch.cat([output.intermediate_pixels[step] for output in outputs])
-            frames.append(image_grid(step_pixels, columns=per_label))
-        durations = [250] * (len(frames) - 1) + [1500]  # hold the finished image
-        frames[0].save(progress_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
-    if npz_path:
-        save_images_npz(npz_path, pixels, wanted if conditional else None)
-    if outputs[0].passes_by_model is not None:
-        result.passes_by_model = {
-            name: sum(output.passes_by_model[name] for output in outputs) for name in outputs[0].passes_by_model
-        }
-    if verbose:
-        passes = result.forward_passes / len(outputs)
-        split = ""
-        if result.passes_by_model is not None:  # collaborative decoding: which model made the calls
-            counts = ", ".join(f"{name} {count / len(outputs):.0f}" for name, count in result.passes_by_model.items())
-            split = f" ({counts})"
-        print(
-            f"{total} images in {seconds:.2f} s ({total / seconds:.1f} images/s), "
-            f"{passes:.0f} forward passes per batch{split}"
-        )
-        for path, what in ((grid_path, "grid"), (progress_path, "progress GIF"), (npz_path, "npz")):
-            if path:
-                print(f"{what}: {path}")
-    return result
+        seconds = time.perf_counter() - started
+        first = outputs[0]
+        steps = range(len(first.intermediate_pixels)) if return_intermediates else range(0)
+        step_pixels = [torch.cat([output.intermediate_pixels[step] for output in outputs]) for step in steps]
+        return PipelineOutput(
+            images=[image for output in outputs for image in output.images],
+            ids=[torch.cat([output.ids[index] for output in outputs]) for index in range(len(first.ids))],
+            labels=labels,
+            forward_passes=sum(output.forward_passes for output in outputs),
+            pixels=torch.cat([output.pixels for output in outputs]),
+            intermediates=[to_pil(pixels) for pixels in step_pixels] if return_intermediates else None,
+            intermediate_pixels=step_pixels if return_intermediates else None,
+            passes_by_model=None if first.passes_by_model is None else {
+                name: sum(output.passes_by_model[name] for output in outputs) for name in first.passes_by_model
+            },
+            batches=len(outputs),
+            seconds=seconds,
+        )  # fmt: skip

@@ -49,7 +49,9 @@ METRICS_NAME = "metrics.jsonl"
 
 # Settings that may change between a run and its resume: budgets and logging. Anything else changing would make
 # the resumed run a different experiment, so it is refused.
-RESUMABLE_CHANGES = {"steps", "epochs", "minutes", "save_every", "log_every", "progress", "device", "fresh", "out"}
+RESUMABLE_CHANGES = {
+    "steps", "epochs", "minutes", "save_every", "keep_every", "log_every", "progress", "device", "fresh", "out",
+}  # fmt: skip
 
 
 @dataclass
@@ -69,6 +71,7 @@ class TrainingConfig:
     ema_decay: float = 0.999
     seed: int = 0
     save_every: int = 1000
+    keep_every: int | None = None  # also keep a copy of the release every N steps in OUT/snapshots/step-N
     log_every: int = 20
     device: str | None = None
     fresh: bool = False
@@ -309,6 +312,8 @@ def fit(
         weights = ema.state_dict() if ema is not None else model.state_dict()
         extra = dict(task.extra, step=step, complete=final)
         save_release(release_directory, kind=task.kind, config=task.config, state_dict=weights, extra=extra)
+        if training.keep_every and step > 0 and step % training.keep_every == 0:
+            keep_snapshot(out, release_directory, step)
 
     trained = torch.nn.parallel.DistributedDataParallel(model) if context.enabled else model
     bar = tqdm(
@@ -421,6 +426,24 @@ def fit(
     return FitResult(step=step, reason=reason, out=out, last_logs=last_logs, is_main=context.is_main)
 
 
+def keep_snapshot(out: Path, release_directory: Path, step: int) -> Path:
+    """Copy the release just saved to OUT/snapshots/step-N (with the model directory's tokenizer copy, so a snapshot
+    of a generator is itself a model directory): learning curves are evaluated on these after training."""
+    import shutil
+
+    snapshot = out / "snapshots" / f"step-{step}"
+    shutil.rmtree(snapshot, ignore_errors=True)
+    if release_directory == out:  # a tokenizer or classifier: the release files sit in OUT itself
+        snapshot.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors"):
+            shutil.copy2(out / name, snapshot / name)
+        return snapshot
+    for part in (release_directory, out / "tokenizer"):
+        if part.is_dir():
+            shutil.copytree(part, snapshot / part.name)
+    return snapshot
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trainers on the shared loop
 
@@ -496,10 +519,11 @@ def train_generator(
     """
     import torch.nn.functional as F
 
-    from argen.data import encode_dataset, load_dataset, load_token_cache, release_fingerprint, save_token_cache
+    from argen.checkpoint import GENERATOR_KIND, GeneratorConfig, copy_release, release_fingerprint
+    from argen.data import load_dataset
     from argen.orders import build_order
-    from argen.pipeline import GENERATOR_KIND, GeneratorConfig, copy_release
     from argen.tokenizers import load_tokenizer
+    from argen.tokenizers.cache import encode_dataset, load_token_cache, save_token_cache
     from argen.transformer import Transformer, preset_config
 
     context = setup(training.device)

@@ -19,7 +19,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
+from argen.orders import ORDERS, default_tokenizers
+
+TOKENIZER_FOR = default_tokenizers()  # each order's tokenizer kind, from the order's own file
 
 
 def run(command: list[str], *, threads: int) -> str:
@@ -62,7 +64,7 @@ def collect(order: str, out: Path, printed: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--orders", default="raster,scale,frequency,neighbor")
+    parser.add_argument("--orders", default=",".join(ORDERS))
     parser.add_argument("--tokenizers", default="runs/tokenizers", help="holds vq/, multiscale/, frequency/")
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--preset", default="1m")

@@ -53,12 +53,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from argen.orders import build_order
+from argen.orders import ORDERS, build_order, default_tokenizers
 from argen.samplers import generate
 from argen.tokenizers import TokenizerConfig, build_tokenizer
 from argen.transformer import Transformer, preset_config
 
-ORDER_TOKENIZERS = {"raster": "vq", "scale": "multiscale", "frequency": "frequency", "neighbor": "vq"}
+ORDER_TOKENIZERS = default_tokenizers()  # each order's tokenizer kind, from the order's own file
 NUM_CLASSES = 10
 MATMUL_SIZES = (1024, 2048)
 ROOT = Path(__file__).resolve().parent.parent
@@ -387,7 +387,7 @@ def git_commit() -> str:
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="3m", help="transformer preset for every order (tiny, 1m, 3m, 10m)")
-    parser.add_argument("--orders", default="raster,scale,frequency,neighbor")
+    parser.add_argument("--orders", default=",".join(ORDERS))
     parser.add_argument("--repeats", type=int, default=5, help="interleaved rounds; the tables quote medians")
     parser.add_argument("--batch-size", type=int, default=64, help="training batch and the large sampling batch")
     parser.add_argument("--latency-images", type=int, default=8, help="images generated one at a time per round")

@@ -14,12 +14,12 @@ import torch
 from conftest import write_idx_dataset
 from PIL import Image
 
+import argen.commands.sample
 import argen.evaluate
-import argen.pipeline
 import argen.train
-from argen.benchmark import ORDERS, TOKENIZER_FOR
 from argen.cli import run
 from argen.errors import ArgenError
+from argen.orders import ORDERS, default_tokenizers
 
 TINY = ["--preset", "tiny", "--tokenizer-width", "8", "--latent-dim", "8", "--codebook-size", "32",
         "--batch-size", "16", "--warmup-steps", "2", "--classifier-steps", "10", "--num", "20", "--per-class", "2",
@@ -59,7 +59,7 @@ def calls(monkeypatch):
 
     for name in ("evaluate_generator", "evaluate_tokenizer", "reference_features"):
         counted(argen.evaluate, name)
-    counted(argen.pipeline, "sample_to_files")
+    counted(argen.commands.sample, "sample_to_files")
     monkeypatch.setattr("argen.benchmark.shipped_checkpoint", lambda data, name="": None)
     return counts
 
@@ -75,16 +75,16 @@ def test_bench_writes_results_tables_plot_and_grids_for_every_order(bench):
     assert results["real"]["real"] == "test" and results["real"]["images"] == 20
     assert list(results["orders"]) == list(ORDERS)
     for order, row in results["orders"].items():
-        assert row["order"] == order and row["tokenizer_kind"] == TOKENIZER_FOR[order]
+        assert row["order"] == order and row["tokenizer_kind"] == default_tokenizers()[order]
         assert row["images"] == 20 and row["sampling"]["cfg_scale"] == 2.0
         for name in ("fid", "kid", "kid_std", "inception_score", "precision", "recall", "class_accuracy",
                      "images_per_second", "forward_passes_per_image"):  # fmt: skip
             assert isinstance(row[name], float), (order, name)
         assert row["training"]["steps"] == 4 and row["training"]["final_loss"] > 0
         assert row["parameters"] > 0 and row["tokenizer"]["psnr"] > 0
-        assert (out / "tokenizers" / TOKENIZER_FOR[order] / "config.json").is_file()
+        assert (out / "tokenizers" / default_tokenizers()[order] / "config.json").is_file()
         # one token cache per tokenizer, beside it: raster and neighbor share the vq ids
-        assert (out / "tokenizers" / TOKENIZER_FOR[order] / "tokens-train.safetensors").is_file()
+        assert (out / "tokenizers" / default_tokenizers()[order] / "tokens-train.safetensors").is_file()
         assert not (out / order / "tokens-train.safetensors").exists()
         grid, gif = Image.open(out / row["samples"]), Image.open(out / row["progress"])
         assert grid.size == gif.size and grid.height > grid.width  # 10 rows (classes) of 2 samples
@@ -96,7 +96,7 @@ def test_bench_writes_results_tables_plot_and_grids_for_every_order(bench):
     markdown = (out / "results.md").read_text()
     assert results["command"] in markdown and "| real test images |" in markdown
     for order in ORDERS:
-        assert f"| {order} | {TOKENIZER_FOR[order]} |" in markdown and f"| {order} |" in printed
+        assert f"| {order} | {default_tokenizers()[order]} |" in markdown and f"| {order} |" in printed
     assert "FID" in printed and "| real test images |" in printed
     plot = Image.open(out / "quality-speed.png")
     assert plot.format == "PNG" and plot.width > 300

@@ -87,3 +87,27 @@ def test_train_classifier_end_to_end_and_resume(idx_dataset, tmp_path, capsys):
     code, out_text, _ = run_main(argv, capsys)
     assert code == 0 and "resuming classifier training" in out_text and "from step 40" in out_text
     assert [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()][-1] == 40
+
+
+def test_a_command_is_one_module_in_argen_commands(tmp_path, monkeypatch, capsys):
+    """A file with NAME/HELP/add_arguments/run in argen/commands/ becomes a subcommand with --config support."""
+    import sys
+
+    import argen.commands
+
+    (tmp_path / "hello.py").write_text(
+        'NAME = "hello"\nHELP = "say hello"\nORDER = -1\n\n\n'
+        "def add_arguments(parser):\n    parser.add_argument('--who', required=True)\n\n\n"
+        "def run(arguments):\n    print(f'hello {arguments.who}')\n"
+    )
+    monkeypatch.setattr(argen.commands, "__path__", [*argen.commands.__path__, str(tmp_path)])
+    monkeypatch.delitem(sys.modules, "argen.commands.hello", raising=False)
+    assert argen.commands.discover()[0].NAME == "hello"  # ORDER puts it first in `argen --help`
+    code, out, _ = run_main(["hello", "--who", "you"], capsys)
+    assert code == 0 and out.strip() == "hello you"
+    (tmp_path / "hello.toml").write_text('command = "hello"\nwho = "recipe"\n')
+    code, out, _ = run_main(["hello", "--config", str(tmp_path / "hello.toml")], capsys)
+    assert code == 0 and out.strip() == "hello recipe"
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0 and "say hello" in out
+    monkeypatch.delitem(sys.modules, "argen.commands.hello", raising=False)

@@ -127,7 +127,7 @@ def test_greedy_ids_are_each_models_argmax_on_the_drafted_prefix(name):
         for step in range(layout.num_steps):
             # Steps before the hand-over are the drafter's argmax, the rest the refiner's, given the ids before them.
             network = model if step < draft_steps else refiner
-            where = layout.positions_of_step[step]
+            where = layout.targets_of_step[step]
             assert torch.equal(forced[network][:, where].argmax(dim=-1), targets[:, where]), (draft_steps, step)
 
 

@@ -10,23 +10,18 @@ from conftest import write_idx_dataset
 from argen import Pipeline
 from argen.checkpoint import export_release
 from argen.classifier import load_classifier
-from argen.cli import build_parser, run
+from argen.cli import parse_arguments, run
 from argen.errors import ArgenError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def test_every_shipped_recipe_parses_for_its_command():
-    from argen.cli import apply_config
-
     recipes = sorted((REPOSITORY / "configs").rglob("*.toml"))
     assert len(recipes) >= 8
     for recipe in recipes:
         command = next(line.split('"')[1] for line in recipe.read_text().splitlines() if line.startswith("command"))
-        parser = build_parser()
-        argv = [command, "--config", str(recipe)]
-        apply_config(parser, argv)
-        arguments = parser.parse_args(argv)
+        arguments = parse_arguments([command, "--config", str(recipe)])
         assert arguments.data == "fashion-mnist" and arguments.out.startswith("runs/fashion-mnist/"), recipe
 
 

@@ -8,10 +8,10 @@ from conftest import write_idx_dataset
 from PIL import Image
 
 from argen.cli import run
-from argen.demo import ORDERS
 from argen.errors import ArgenError
+from argen.orders import ORDERS, default_tokenizers
 
-TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
+TOKENIZER_FOR = default_tokenizers()
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +61,21 @@ def test_demo_shows_the_measured_quality_table(checkpoints, tmp_path):
         "orders": {"frequency": {"images": 40, "fid": 12.25, "kid": 0.0123, "class_accuracy": 0.875}},
     }
     (checkpoints / "results.json").write_text(json.dumps(measured))
+    recommended = checkpoints / "scale" / "sampling.json"
+    recommended.write_text(json.dumps({"recommended": {"cfg_scale": 1.5, "top_k": 10}}))
     try:
         run(["demo", "--checkpoints", str(checkpoints), "--out", str(tmp_path), "--num", "1", "--no-progress"])
     finally:
         (checkpoints / "results.json").unlink()
+        recommended.unlink()
     page = (tmp_path / "index.html").read_text()
     assert "argen bench --data mnist --evaluate-only" in page
     assert "<td>frequency</td><td>40</td><td>12.25</td><td>12.30</td>" in page and "87.5 %" in page
     assert "real test images (floor)" in page
-    assert json.loads((tmp_path / "demo.json").read_text())["cfg_scale"] == 1.5  # taken from results.json
+    rows = {row["order"]: row for row in json.loads((tmp_path / "demo.json").read_text())["orders"]}
+    assert rows["scale"]["sampling"]["cfg_scale"] == 1.5 and rows["scale"]["sampling"]["top_k"] == 10  # sampling.json
+    assert rows["raster"]["sampling"]["cfg_scale"] == 1.0  # no recommendation: the library default
+    assert "scale: guidance 1.5, top-k 10" in page
 
 
 def test_demo_refuses_folders_without_models(tmp_path):

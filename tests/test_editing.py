@@ -149,7 +149,7 @@ def test_class_editing_keeps_the_first_steps(pipelines, name):
     output = pipeline.edit(images, None, "two", keep_steps=keep, cfg_scale=2.0, seed=0)
     flat = torch.cat([grid.flatten(1) for grid in output.ids], 1)
     expected = torch.cat([grid.flatten(1) for grid in encoded], 1)
-    kept = layout.target_flat[torch.cat(layout.positions_of_step[:keep])]
+    kept = layout.target_flat[torch.cat(layout.targets_of_step[:keep])]
     assert torch.equal(flat[:, kept], expected[:, kept])
     assert output.labels.tolist() == [2, 2, 2]
 

@@ -12,8 +12,9 @@ from PIL import Image
 from argen import Pipeline
 from argen.cli import run
 from argen.errors import ArgenError
+from argen.orders import ORDERS, default_tokenizers
 
-TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
+TOKENIZER_FOR = default_tokenizers()
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def train(workspace, order, out, *extra):
     ])  # fmt: skip
 
 
-@pytest.mark.parametrize("order", ["raster", "scale", "frequency", "neighbor"])
+@pytest.mark.parametrize("order", list(ORDERS))
 def test_train_sample_and_pipeline(order, workspace, tmp_path, capsys):
     out = tmp_path / order
     train(workspace, order, out)

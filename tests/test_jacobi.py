@@ -97,7 +97,7 @@ class StubModel(nn.Module):
         length = layout.length
         self.vocab = vocab
         self.step_of_target = torch.empty(length, dtype=torch.long)
-        for step, targets in enumerate(layout.positions_of_step):
+        for step, targets in enumerate(layout.targets_of_step):
             self.step_of_target[targets] = step
         probe = torch.eye(length * heads).view(1, length, heads, length * heads)
         weights = order.logits(probe if heads > 1 else probe[:, :, 0], layout)[0]  # (T, L·H) sources of each target
@@ -309,7 +309,7 @@ def test_callback_sees_every_step_once_in_order(name):
     # What a callback saw of the steps up to its own is what the images finally hold.
     layout = order.layout(tokenizer.grid_shapes)
     for step, grid in seen:
-        cells = layout.target_flat[torch.cat(layout.positions_of_step[: step + 1])]
+        cells = layout.target_flat[torch.cat(layout.targets_of_step[: step + 1])]
         assert torch.equal(grid.flatten(1)[:, cells], output.ids[0].flatten(1)[:, cells])
 
 

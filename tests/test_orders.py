@@ -79,13 +79,13 @@ def ids_of_steps(order, layout, ids: list[Tensor], steps, *, seed: int) -> list[
     generator = torch.Generator().manual_seed(seed)
     targets = order.targets(ids).clone()
     for step in steps:
-        where = layout.positions_of_step[step]
+        where = layout.targets_of_step[step]
         targets[:, where] = (
             targets[:, where] + torch.randint(1, 16, targets[:, where].shape, generator=generator)
         ) % 16
     result = [grid.clone() for grid in ids]
     for step in range(layout.num_steps):
-        result = order.scatter(result, step, targets[:, layout.positions_of_step[step]])
+        result = order.scatter(result, step, targets[:, layout.targets_of_step[step]])
     return result
 
 
@@ -97,7 +97,7 @@ def test_layout_covers_every_cell_once_in_step_order(name):
     cells = {tuple(cell) for cell in layout.target_cells.tolist()}
     expected = {(g, r, c) for g, (h, w) in enumerate(tokenizer.grid_shapes) for r in range(h) for c in range(w)}
     assert cells == expected and len(cells) == total
-    produced = torch.cat(layout.positions_of_step)
+    produced = torch.cat(layout.targets_of_step)
     assert torch.equal(produced.sort().values, torch.arange(total))
     assert torch.equal(torch.cat(layout.inputs_of_step), torch.arange(total))  # sequence positions in step order
     assert bool((layout.step_of[1:] >= layout.step_of[:-1]).all())
@@ -117,7 +117,7 @@ def test_scatter_rebuilds_the_ids_and_targets_follow_the_layout(name):
         assert torch.equal(targets[:, t], ids[int(grid[t])][:, int(row[t]), int(col[t])])
     rebuilt = [torch.zeros_like(g) for g in ids]
     for step in range(layout.num_steps):
-        rebuilt = order.scatter(rebuilt, step, targets[:, layout.positions_of_step[step]])
+        rebuilt = order.scatter(rebuilt, step, targets[:, layout.targets_of_step[step]])
     assert all(torch.equal(a, b) for a, b in zip(rebuilt, ids))
 
 
@@ -174,7 +174,7 @@ def test_neighbor_steps_are_anti_diagonals():
     order = build_order("neighbor", tokenizer)
     layout = order.layout(tokenizer.grid_shapes)
     assert layout.num_steps == 2 * 5 - 1
-    for step, produced in enumerate(layout.positions_of_step):
+    for step, produced in enumerate(layout.targets_of_step):
         rows, cols = layout.target_cells[produced, 1], layout.target_cells[produced, 2]
         assert bool((rows + cols == step).all()) and len(produced) == min(step + 1, 9 - step)
     rectangular = order.layout([(2, 4)])
@@ -204,7 +204,7 @@ def test_neighbor_logits_combine_the_right_and_down_heads():
     for step in range(layout.num_steps):
         fed = layout.inputs_of_step[step]
         per_step = order.logits(outputs[:, fed], layout, step)
-        assert torch.equal(per_step, logits[:, layout.positions_of_step[step]])
+        assert torch.equal(per_step, logits[:, layout.targets_of_step[step]])
 
 
 @pytest.mark.parametrize(

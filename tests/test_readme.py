@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from argen.cli import apply_config, build_parser
+from argen.cli import parse_arguments
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 
@@ -35,10 +35,8 @@ def test_the_readme_has_examples():
 def test_every_readme_command_parses(command, monkeypatch):
     monkeypatch.chdir(README.parent)  # --config paths in the README are relative to the repository
     argv = shlex.split(command)[1:]
-    parser = build_parser()
-    apply_config(parser, argv)
     try:
-        parser.parse_args(argv)
+        parse_arguments(argv)
     except SystemExit as exit_:  # argparse exits on a bad flag: fail with the command, not a bare SystemExit
         if exit_.code == 0:  # --help
             return

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
+from argen.checkpoint import release_fingerprint
 from argen.cli import run
-from argen.data import load_token_cache, release_fingerprint
 from argen.errors import ArgenError
 from argen.tokenizers import load_tokenizer
+from argen.tokenizers.cache import load_token_cache
 
 
 def train(idx_dataset, out, kind, *extra):

@@ -57,7 +57,8 @@ CONTRACT_CASES = [(kind, channels, size) for kind in TOKENIZERS for channels in 
 def build_case(kind: str, channels: int, size: int):
     overrides = {}
     if kind == "frequency-square":
-        kind, overrides = "frequency", {"band_geometry": "square"}
+        overrides = {"band_allocation": "paper", "band_geometry": "square", "allow_empty_bands": True}
+        kind = "frequency"
     elif kind == "frequency-nocarry":
         kind, overrides = "frequency", {"carry_error": False}
     torch.manual_seed(0)

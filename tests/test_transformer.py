@@ -39,8 +39,8 @@ def test_changing_a_step_changes_no_logits_of_earlier_steps(name):
     for step in range(1, layout.num_steps - 1):
         changed = ids_of_steps(order, layout, ids, [step], seed=step)
         after = full_logits(order, tokenizer, layout, model, changed, labels)
-        upto = torch.cat(layout.positions_of_step[: step + 1])  # targets of steps ≤ step
-        later = torch.cat(layout.positions_of_step[step + 1 :])
+        upto = torch.cat(layout.targets_of_step[: step + 1])  # targets of steps ≤ step
+        later = torch.cat(layout.targets_of_step[step + 1 :])
         assert torch.allclose(after[:, upto], before[:, upto], atol=1e-6)
         assert not torch.allclose(after[:, later], before[:, later], atol=1e-4)  # the test can see a change
 
@@ -57,7 +57,7 @@ def test_kv_cached_decoding_equals_the_full_forward_pass(name, adaln):
         inputs = order.step_inputs(step, ids, tokenizer)
         outputs = model(inputs, labels, layout=layout, index=layout.inputs_of_step[step], cache=cache)
         logits = order.logits(outputs, layout, step)
-        assert torch.allclose(logits, full[:, layout.positions_of_step[step]], atol=1e-5, rtol=1e-4)
+        assert torch.allclose(logits, full[:, layout.targets_of_step[step]], atol=1e-5, rtol=1e-4)
     assert cache.length == layout.length
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from argen.commands.arguments import add_sampling_arguments, print_sampling_settings, sampling_arguments
 from argen.errors import ArgenError
 
 NAME = "edit"
@@ -14,11 +15,10 @@ DESCRIPTION = (
     "pixels outside the mask are copied back exactly unless --no-paste-back. --outpaint inverts the mask; "
     "--keep-steps K keeps the first K steps of the image (coarse scales / low bands) and regenerates the rest."
 )
+ORDER = 75
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from argen.cli import add_sampling_arguments
-
     parser.add_argument("--model", required=True, help="model directory (argen train --out)")
     parser.add_argument("--image", required=True, help="the image to edit, at the model's size (e.g. 28×28)")
     where = parser.add_mutually_exclusive_group()
@@ -95,10 +95,11 @@ def run(arguments: argparse.Namespace) -> None:
         mask = ~mask
     if not bool(mask.any()):
         raise ArgenError("the mask regenerates nothing: paint the part to regenerate white")
+    given = sampling_arguments(arguments)
+    print_sampling_settings(pipeline, given)
     sampling = dict(
-        cfg_scale=arguments.cfg_scale, cfg_schedule=arguments.cfg_schedule, temperature=arguments.temperature,
-        top_k=arguments.top_k, top_p=arguments.top_p, keep_steps=arguments.keep_steps,
-        paste_back=not arguments.no_paste_back, fill=arguments.fill, particles=arguments.particles,
+        **given, keep_steps=arguments.keep_steps, paste_back=not arguments.no_paste_back, fill=arguments.fill,
+        particles=arguments.particles,
     )  # fmt: skip
     pixels = []
     for batch_index, start in enumerate(range(0, arguments.num, arguments.batch_size)):
@@ -114,5 +115,6 @@ def run(arguments: argparse.Namespace) -> None:
     atomic_write(arguments.out, lambda temporary: picture.save(temporary, format=format_name))
     share = float(mask.float().mean())
     label = "the null class" if arguments.label is None else f"label {arguments.label}"
-    print(f"{arguments.num} edit(s) of {arguments.image} under {label}: {share:.0%} of the pixels regenerated, "
+    kept = f", the first {arguments.keep_steps} steps kept" if arguments.keep_steps else ""
+    print(f"{arguments.num} edit(s) of {arguments.image} under {label}: {share:.0%} of the pixels regenerated{kept}, "
           f"{output.forward_passes} forward passes per batch; wrote {arguments.out}")  # fmt: skip

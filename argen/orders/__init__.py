@@ -1,9 +1,13 @@
-"""Generation orders: id grids → training sequence and inference schedule, one file per paper.
+"""Generation orders: id grids → training sequence and inference schedule, one file per paper, discovered.
 
 - ``raster``: one token per step, row-major (LlamaGen); single-grid tokenizers (vq, fsq).
 - ``scale``: one scale per step, coarse to fine (VAR); the multiscale tokenizer.
 - ``frequency``: one frequency band per step, low to high (NFIG); the frequency tokenizer.
 - ``neighbor``: one anti-diagonal per step with two dimension-oriented heads (NAR); single-grid tokenizers.
+
+A new order is one new file in this folder: a subclass of `base.Order` decorated with ``@register_order``, carrying
+its metadata (paper, default tokenizer, capabilities). `ORDERS` imports every module here on first use, so the CLI,
+`argen bench`, `argen demo` and the contract tests pick it up with no other edit.
 
 A trainer and a sampler use an order the same way (see `base.Order`)::
 
@@ -19,28 +23,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from argen.errors import ArgenError
-from argen.orders.base import Layout, Order, block_causal_mask
-from argen.orders.frequency import FrequencyOrder
-from argen.orders.neighbor import NeighborOrder
-from argen.orders.raster import RasterOrder
-from argen.orders.scale import ScaleOrder
-
-ORDERS: dict[str, type[Order]] = {
-    "raster": RasterOrder,
-    "scale": ScaleOrder,
-    "frequency": FrequencyOrder,
-    "neighbor": NeighborOrder,
-}
+from argen.orders.base import ORDERS, Layout, Order, block_causal_mask, register_order
 
 
 def build_order(name: str, tokenizer: Any) -> Order:
     """The order ``name`` for ``tokenizer``; ArgenError if the name is unknown or the tokenizer does not fit it."""
-    if name not in ORDERS:
-        raise ArgenError(f"unknown order {name!r}: choose one of {', '.join(ORDERS)}")
-    order = ORDERS[name]()
+    order = ORDERS.lookup(name)()
     order.check_tokenizer(tokenizer)
     return order
 
 
-__all__ = ["ORDERS", "Layout", "Order", "block_causal_mask", "build_order"]
+def default_tokenizers() -> dict[str, str]:
+    """Order name → the tokenizer kind `argen bench` trains for it, e.g. {"raster": "vq", "scale": "multiscale"}."""
+    return {name: order.default_tokenizer for name, order in ORDERS.items()}
+
+
+__all__ = ["ORDERS", "Layout", "Order", "block_causal_mask", "build_order", "default_tokenizers", "register_order"]

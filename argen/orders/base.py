@@ -10,7 +10,7 @@ Two index spaces, legend as elsewhere (B batch, L sequence, V vocabulary, S step
 - sequence positions (L of them): what the transformer is fed. ``Layout.step_of`` gives the step at which each is
   fed; the attention mask is ``block_causal_mask(step_of)`` (VAR's block-causal mask, arXiv 2404.02905 §3.2).
 - targets (also L of them in every order here): the token ids the model predicts, in the order's target order;
-  ``Layout.target_cells`` says which grid cell each one is, ``Layout.positions_of_step[s]`` which targets step s
+  ``Layout.target_cells`` says which grid cell each one is, ``Layout.targets_of_step[s]`` which targets step s
   produces. Raster and scale feed position p and predict target p; next-neighbor does not (see neighbor.py), which
   is why an order also turns the model's outputs into target logits (`Order.logits`).
 
@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from argen.errors import ArgenError
+from argen.registry import DEFAULT_RANK, Registry
 
 
 def block_causal_mask(step_of: Tensor, key_steps: Tensor | None = None) -> Tensor:
@@ -49,7 +50,7 @@ class Layout:
         sizes: (L, 2) (h, w) of the grid that ``positions``' row and col index, so that the transformer can put
             grids of different sizes on one table.
         target_cells: (T, 3) (grid, row, col) of each target.
-        positions_of_step: S tensors, the targets produced at each step (indices into the target order).
+        targets_of_step: S tensors, the targets produced at each step (indices into the target order).
         inputs_of_step: S tensors, the sequence positions fed at each step (contiguous, in order).
     """
 
@@ -58,7 +59,7 @@ class Layout:
     positions: Tensor
     sizes: Tensor
     target_cells: Tensor
-    positions_of_step: list[Tensor]
+    targets_of_step: list[Tensor]
     inputs_of_step: list[Tensor]
     # Index of each target in the concatenation of the flattened grids (derived, for gather and scatter).
     target_flat: Tensor = field(init=False)
@@ -74,7 +75,12 @@ class Layout:
 
     @property
     def num_steps(self) -> int:
-        return len(self.positions_of_step)
+        return len(self.targets_of_step)
+
+    @property
+    def positions_of_step(self) -> list[Tensor]:
+        """The old name of ``targets_of_step`` (they are target indices, not sequence positions)."""
+        return self.targets_of_step
 
     @property
     def length(self) -> int:
@@ -107,21 +113,40 @@ def tokenizer_kind(tokenizer: Any) -> str:
 
 
 class Order:
-    """One generation order (one paper). Subclasses set the class attributes and the four order-specific methods.
+    """One generation order (one paper). Subclasses set the class attributes and the four order-specific methods,
+    and register with ``@register_order``.
 
-    Class attributes:
-        name: registry name.
+    Class attributes, the order's metadata (CLI help, `argen demo`, `argen bench` and the samplers read them):
+        name: registry name (``--order NAME``).
+        method, paper, arxiv: what it is and where it comes from, e.g. "next-scale", "VAR", "2404.02905".
+        default_tokenizer: the tokenizer kind `argen bench` trains for it.
         tokenizer_kinds: the tokenizer kinds (``tokenizer.config.kind``) this order can work with.
-        single_grid: True if the order needs a one-grid tokenizer.
+        rank: its place in listings (lower first).
+    Capabilities (what a sampler may require, see `argen.samplers.base.SamplerInfo.needs`):
+        single_grid: True if the order needs a one-grid tokenizer (each step writes cells of that one grid).
+        coarse_to_fine: True if each step produces a whole grid, coarsest first (next-scale, next-frequency).
         input_kind: "ids" (inputs are (B, L) ids, start id = codebook_size) or "features" ((B, L, F) vectors).
         num_heads_out: output heads the transformer needs (2 for NAR's dimension-oriented heads).
+        speculative_window: the steps a speculative sampler drafts per call by default (SJD's window).
     """
 
     name: ClassVar[str] = ""
+    method: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    arxiv: ClassVar[str] = ""
+    default_tokenizer: ClassVar[str] = ""
     tokenizer_kinds: ClassVar[tuple[str, ...]] = ()
+    rank: ClassVar[int] = DEFAULT_RANK
     single_grid: ClassVar[bool] = False
+    coarse_to_fine: ClassVar[bool] = False
     input_kind: ClassVar[str] = "ids"
     num_heads_out: ClassVar[int] = 1
+    speculative_window: ClassVar[int] = 16
+
+    @classmethod
+    def summary(cls) -> str:
+        """One line for listings: "next-scale (VAR, arXiv 2404.02905)"."""
+        return f"{cls.method} ({cls.paper}, arXiv {cls.arxiv})"
 
     def __init__(self) -> None:
         self._layouts: dict[tuple[tuple[int, int], ...], Layout] = {}
@@ -151,7 +176,7 @@ class Order:
 
         ``outputs`` is (B, L, V) (or (B, L, num_heads_out, V)) for the whole sequence when ``step`` is None, giving
         (B, L, V) aligned with the targets; with ``step`` it covers the positions fed at that step, giving
-        (B, T_s, V) for ``positions_of_step[step]``. Raster and scale predict target p at position p, so this is
+        (B, T_s, V) for ``targets_of_step[step]``. Raster and scale predict target p at position p, so this is
         the identity there.
         """
         return outputs.squeeze(2) if outputs.dim() == 4 else outputs
@@ -187,10 +212,10 @@ class Order:
         return flat[:, layout.target_flat.to(flat.device)]
 
     def scatter(self, ids: list[Tensor], step: int, sampled: Tensor) -> list[Tensor]:
-        """New grids: ``ids`` with ``sampled`` (B, T_s), ordered as ``positions_of_step[step]``, written in."""
+        """New grids: ``ids`` with ``sampled`` (B, T_s), ordered as ``targets_of_step[step]``, written in."""
         layout = self.layout([tuple(grid.shape[1:]) for grid in ids])
         flat = torch.cat([grid.flatten(1) for grid in ids], dim=1)
-        where = layout.target_flat[layout.positions_of_step[step]].to(flat.device)
+        where = layout.target_flat[layout.targets_of_step[step]].to(flat.device)
         flat[:, where] = sampled.to(flat.dtype)
         sizes = [h * w for h, w in layout.grid_shapes]
         return [part.reshape(-1, h, w) for part, (h, w) in zip(flat.split(sizes, dim=1), layout.grid_shapes)]
@@ -237,13 +262,23 @@ class Order:
         (h, w), batch = layout.grid_shapes[0], ids[0].shape[0]
         known = torch.zeros(h * w, dtype=torch.bool)
         if step > 0:
-            done = torch.cat(layout.positions_of_step[:step])
+            done = torch.cat(layout.targets_of_step[:step])
             known[layout.target_flat[done]] = True
         latent = tokenizer.compose(ids, len(ids))
         keep = known.view(1, 1, h, w).to(device=latent.device, dtype=latent.dtype)
         if tuple(latent.shape[-2:]) != (h, w):
             raise ArgenError(f"latent {tuple(latent.shape[-2:])} is not on the {h}×{w} grid: cannot mask it per token")
         return tokenizer.decode_latent(latent * keep.expand(batch, 1, h, w))
+
+
+ORDERS: Registry[type[Order]] = Registry("order", "argen.orders")
+
+
+def register_order(order: type[Order]) -> type[Order]:
+    """Class decorator: make ``order`` available as ``--order order.name`` everywhere."""
+    if not order.default_tokenizer or order.default_tokenizer not in order.tokenizer_kinds:
+        raise ValueError(f"order {order.name!r}: default_tokenizer must be one of its tokenizer_kinds")
+    return ORDERS.add(order.name, order, rank=order.rank)
 
 
 def single_grid_cells(h: int, w: int, order: list[tuple[int, int]]) -> Tensor:

@@ -15,9 +15,14 @@ own code was not available to check details beyond the paper.)
 
 from __future__ import annotations
 
+from argen.orders.base import register_order
 from argen.orders.scale import CoarseToFineOrder
 
 
+@register_order
 class FrequencyOrder(CoarseToFineOrder):
     name = "frequency"
+    method, paper, arxiv = "next-frequency", "NFIG", "2503.07076"
+    default_tokenizer = "frequency"
     tokenizer_kinds = ("frequency",)
+    rank = 30

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids, single_grid_cells
+from argen.orders.base import Layout, Order, check_ids, register_order, single_grid_cells
 
 HORIZONTAL, VERTICAL = 0, 1
 
@@ -41,12 +41,18 @@ def diagonal_order(h: int, w: int) -> list[tuple[int, int]]:
     return sorted(((r, c) for r in range(h) for c in range(w)), key=lambda cell: (cell[0] + cell[1], cell[0]))
 
 
+@register_order
 class NeighborOrder(Order):
     name = "neighbor"
+    method, paper, arxiv = "next-neighbor", "NAR", "2503.10696"
+    default_tokenizer = "vq"
     tokenizer_kinds = ("vq", "fsq")
+    rank = 40
     single_grid = True
     input_kind = "ids"
     num_heads_out = 2
+    # A window counts steps: raster's 16 tokens are one row of a 16×16 grid; 4 anti-diagonals of it are up to 64.
+    speculative_window = 4
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,7 +74,7 @@ class NeighborOrder(Order):
             positions=positions,
             sizes=torch.tensor([[h, w]]).expand(len(cells), 2).clone(),
             target_cells=single_grid_cells(h, w, cells),
-            positions_of_step=[torch.nonzero(diagonals == s).flatten() for s in range(num_steps)],
+            targets_of_step=[torch.nonzero(diagonals == s).flatten() for s in range(num_steps)],
             inputs_of_step=[torch.nonzero(step_of == s).flatten() for s in range(num_steps)],
         )
 
@@ -100,7 +106,7 @@ class NeighborOrder(Order):
             raise ValueError(f"next-neighbor needs (B, L, 2, V) outputs of two heads, got {tuple(outputs.shape)}")
         sources, weights = self._neighbor_sources(*layout.grid_shapes[0])
         if step is not None:
-            targets = layout.positions_of_step[step]
+            targets = layout.targets_of_step[step]
             sources = sources[targets] - layout.inputs_of_step[step][0]
             weights = weights[targets]
         length = outputs.shape[1]
@@ -122,7 +128,7 @@ class NeighborOrder(Order):
         if step == 0:
             return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
         layout = self.layout(tokenizer.grid_shapes)
-        cells = layout.target_cells[layout.positions_of_step[step - 1]].to(grid.device)
+        cells = layout.target_cells[layout.targets_of_step[step - 1]].to(grid.device)
         return grid[:, cells[:, 1], cells[:, 2]]  # (B, cells of anti-diagonal step - 1)
 
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:

@@ -13,12 +13,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids, single_grid_cells
+from argen.orders.base import Layout, Order, check_ids, register_order, single_grid_cells
 
 
+@register_order
 class RasterOrder(Order):
     name = "raster"
+    method, paper, arxiv = "raster next-token", "LlamaGen", "2406.06525"
+    default_tokenizer = "vq"
     tokenizer_kinds = ("vq", "fsq")
+    rank = 10
     single_grid = True
     input_kind = "ids"
 
@@ -33,7 +37,7 @@ class RasterOrder(Order):
             positions=torch.stack([steps, rows, cols], dim=1),
             sizes=torch.tensor([[h, w]]).expand(length, 2).clone(),
             target_cells=single_grid_cells(h, w, list(zip(rows.tolist(), cols.tolist()))),
-            positions_of_step=[steps[p : p + 1] for p in range(length)],
+            targets_of_step=[steps[p : p + 1] for p in range(length)],
             inputs_of_step=[steps[p : p + 1] for p in range(length)],
         )
 

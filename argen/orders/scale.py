@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids
+from argen.orders.base import Layout, Order, check_ids, register_order
 
 
 class CoarseToFineOrder(Order):
     """One grid per step, in the tokenizer's grid order; inputs are the composed earlier grids, resized."""
 
     input_kind = "features"
+    coarse_to_fine = True
 
     def _build_layout(self, grid_shapes: tuple[tuple[int, int], ...]) -> Layout:
         steps, positions, sizes, cells, per_step = [], [], [], [], []
@@ -46,7 +47,7 @@ class CoarseToFineOrder(Order):
             positions=torch.cat(positions),
             sizes=torch.cat(sizes),
             target_cells=torch.cat(cells),
-            positions_of_step=per_step,
+            targets_of_step=per_step,
             inputs_of_step=[indices.clone() for indices in per_step],
         )
 
@@ -68,6 +69,10 @@ class CoarseToFineOrder(Order):
         return tokenizer.decode_latent(tokenizer.compose(ids, step))
 
 
+@register_order
 class ScaleOrder(CoarseToFineOrder):
     name = "scale"
+    method, paper, arxiv = "next-scale", "VAR", "2404.02905"
+    default_tokenizer = "multiscale"
     tokenizer_kinds = ("multiscale",)
+    rank = 20

@@ -9,59 +9,31 @@ the grids. Classifier-free guidance doubles the batch with the null class (Llama
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from argen.errors import ArgenError
 from argen.orders.base import Order
-from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, guide, sample
+from argen.samplers.base import (
+    GenerationOutput,
+    SamplerInfo,
+    decode_step,
+    evaluation,
+    prepare_labels,
+    prepare_request,
+    register_sampler,
+)
+
+INFO = SamplerInfo(
+    name="ar",
+    method="plain decoding",
+    help="one pass per step",
+    rank=10,
+)
 
 
-@dataclass
-class GenerationOutput:
-    """ids: one (B, h, w) grid per tokenizer grid; forward_passes: model calls made for the batch; passes_by_model:
-    for samplers that call several models (collaborative decoding), those calls per model, e.g. ``{"drafter": 3,
-    "refiner": 3}``, else None."""
-
-    ids: list[Tensor]
-    forward_passes: int
-    passes_by_model: dict[str, int] | None = None
-
-
-def prepare_labels(
-    model: Any,
-    labels: Tensor | None,
-    *,
-    batch_size: int | None,
-    cfg_scale: float,
-    cfg_schedule: str,
-    device: torch.device,
-) -> tuple[Tensor | None, int, bool]:
-    """Check the request every sampler shares and return (labels, B, guided).
-
-    With guidance the labels come back doubled, (2B,) conditional then null class, because classifier-free guidance
-    runs both halves in one batch (LlamaGen, VAR).
-    """
-    if labels is not None:
-        labels = labels.to(device=device, dtype=torch.long)
-        if labels.dim() != 1 or (batch_size is not None and batch_size != labels.shape[0]):
-            raise ArgenError(f"labels must be a (B,) tensor matching batch_size, got {tuple(labels.shape)}")
-        batch_size = labels.shape[0]
-    if batch_size is None or batch_size < 1:
-        raise ArgenError("give labels (B,) or, for unconditional sampling, batch_size")
-    if cfg_schedule not in CFG_SCHEDULES:
-        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
-    guided = cfg_scale != 1.0
-    if guided and (labels is None or model.config.num_classes == 0):
-        raise ArgenError("classifier-free guidance needs a class-conditional model and labels: use cfg_scale=1")
-    if guided:
-        labels = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # (2B,) cond then null
-    return labels, batch_size, guided
-
-
+@register_sampler(INFO)
 @torch.no_grad()
 def generate(
     model: Any,
@@ -91,41 +63,19 @@ def generate(
         callback: called as ``callback(step, ids)`` after each step; ``order.preview(ids, step + 1, tokenizer)``
             decodes what is there so far.
     """
-    layout = order.layout(tokenizer.grid_shapes)
-    order.check_model(model.config, tokenizer)
-    device = next(model.parameters()).device
-    labels, batch_size, guided = prepare_labels(
-        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
-    )
-
-    ids = [torch.zeros(batch_size, h, w, dtype=torch.long, device=device) for h, w in layout.grid_shapes]
-    rows = 2 * batch_size if guided else batch_size
-    cache = model.new_cache(rows, capacity=layout.length) if use_cache else None
-    was_training = model.training
-    model.eval()  # class dropout and dropout are for training only
-    forward_passes = 0
-    try:
+    request = prepare_request(
+        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+    )  # fmt: skip
+    layout = request.layout
+    ids = request.empty_ids()
+    cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None
+    with evaluation(model):
         for step in range(layout.num_steps):
-            if use_cache:
-                inputs = order.step_inputs(step, ids, tokenizer)
-                index = layout.inputs_of_step[step]
-            else:
-                inputs = torch.cat([order.step_inputs(s, ids, tokenizer) for s in range(step + 1)], dim=1)
-                index = torch.cat(layout.inputs_of_step[: step + 1])
-            if guided:
-                inputs = torch.cat([inputs, inputs])
-            outputs = model(inputs, labels, layout=layout, index=index, cache=cache)
-            forward_passes += 1
-            outputs = outputs[:, -len(layout.inputs_of_step[step]) :]  # this step's positions
-            logits = order.logits(outputs, layout, step)  # (rows, T_s, V)
-            if guided:
-                cond, uncond = logits.chunk(2)
-                scale = cfg_scale_at(step, layout.num_steps, cfg_scale=cfg_scale, schedule=cfg_schedule)
-                logits = guide(cond, uncond, scale)
-            sampled = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            ids = order.scatter(ids, step, sampled)
+            ids = decode_step(model, order, tokenizer, request, ids, step, first=step if use_cache else 0, cache=cache)
             if callback is not None:
                 callback(step, ids)
-    finally:
-        model.train(was_training)
-    return GenerationOutput(ids=ids, forward_passes=forward_passes)
+    return GenerationOutput(ids=ids, forward_passes=layout.num_steps)
+
+
+__all__ = ["GenerationOutput", "generate", "prepare_labels"]

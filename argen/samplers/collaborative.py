@@ -32,10 +32,43 @@ from torch import Tensor
 
 from argen.errors import ArgenError
 from argen.orders.base import Order
-from argen.samplers.ar import GenerationOutput, prepare_labels
-from argen.samplers.logits import cfg_scale_at, check_sampling, guide, sample
+from argen.samplers.base import (
+    GenerationOutput,
+    SamplerInfo,
+    SamplerOption,
+    decode_step,
+    evaluation,
+    prepare_request,
+    register_sampler,
+)
 
-SUPPORTED_ORDERS = ("scale", "frequency")
+INFO = SamplerInfo(
+    name="collaborative",
+    method="collaborative decoding",
+    help="--model drafts the first --draft-steps steps and the smaller --refiner makes the rest",
+    paper="CoDe",
+    arxiv="2411.17787",
+    needs={"coarse_to_fine": True},
+    options=(
+        SamplerOption(
+            "refiner",
+            metavar="DIR",
+            help="model directory of a smaller generator trained with the same order on the same tokenizer as "
+            "--model (argen train --tokenizer MODEL/tokenizer ...)",
+            required=True,
+            model=True,
+        ),
+        SamplerOption(
+            "draft_steps",
+            type=int,
+            metavar="N",
+            help="steps --model makes before --refiner takes over, from 0 (refiner alone) to every step (model "
+            "alone); a 7×7 latent has 6 scales or bands",
+            required=True,
+        ),
+    ),
+    rank=30,
+)
 
 
 def check_refiner(model: Any, refiner: Any, order: Order, tokenizer: Any) -> None:
@@ -58,6 +91,7 @@ def check_refiner(model: Any, refiner: Any, order: Order, tokenizer: Any) -> Non
         raise ArgenError("the drafter and the refiner are on different devices: move both to one")
 
 
+@register_sampler(INFO)
 @torch.no_grad()
 def generate_collaborative(
     model: Any,
@@ -87,61 +121,34 @@ def generate_collaborative(
         `GenerationOutput` with one (B, h, w) grid per scale or band, ``forward_passes`` (S model calls) and
         ``passes_by_model`` ``{"drafter": N, "refiner": S - N}``.
     """
-    if order.name not in SUPPORTED_ORDERS:
-        raise ArgenError(
-            f"collaborative decoding works with the coarse-to-fine {' and '.join(SUPPORTED_ORDERS)} orders, not "
-            f"{order.name!r}: use the 'ar' sampler for it"
-        )
-    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-    layout = order.layout(tokenizer.grid_shapes)
+    INFO.check_supports(order)
+    request = prepare_request(
+        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+    )  # fmt: skip
+    layout = request.layout
     num_steps = layout.num_steps
-    order.check_model(model.config, tokenizer)
     check_refiner(model, refiner, order, tokenizer)
     if isinstance(draft_steps, bool) or not isinstance(draft_steps, int) or not 0 <= draft_steps <= num_steps:
         raise ArgenError(
             f"draft_steps must be a whole number from 0 (refiner alone) to {num_steps} (drafter alone), "
             f"got {draft_steps!r}"
         )
-    device = next(model.parameters()).device
-    labels, batch_size, guided = prepare_labels(
-        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
-    )
-
-    ids = [torch.zeros(batch_size, h, w, dtype=torch.long, device=device) for h, w in layout.grid_shapes]
-    rows = 2 * batch_size if guided else batch_size
-    was_training = model.training, refiner.training
-    model.eval()  # class dropout and dropout are for training only
-    refiner.eval()
-    passes = {"drafter": 0, "refiner": 0}
-    network, role = model, "drafter"
-    cache = model.new_cache(rows, capacity=layout.length)
-    try:
+    ids = request.empty_ids()
+    network, cache = model, model.new_cache(request.rows, capacity=layout.length)
+    with evaluation(model, refiner):
         for step in range(num_steps):
             first = step
             if step == draft_steps:
                 # Hand-over: the refiner has seen nothing yet, so it reads the drafter's whole prefix with the
                 # inputs of this step in one block-causal call, which also fills its own cache.
-                network, role, first = refiner, "refiner", 0
-                cache = refiner.new_cache(rows, capacity=layout.length)
-            inputs = torch.cat([order.step_inputs(s, ids, tokenizer) for s in range(first, step + 1)], dim=1)
-            index = torch.cat(layout.inputs_of_step[first : step + 1])
-            if guided:
-                inputs = torch.cat([inputs, inputs])
-            outputs = network(inputs, labels, layout=layout, index=index, cache=cache)
-            passes[role] += 1
-            outputs = outputs[:, -len(layout.inputs_of_step[step]) :]  # this step's positions
-            logits = order.logits(outputs, layout, step)  # (rows, T_s, V)
-            if guided:
-                cond, uncond = logits.chunk(2)
-                logits = guide(cond, uncond, cfg_scale_at(step, num_steps, cfg_scale=cfg_scale, schedule=cfg_schedule))
-            sampled = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-            ids = order.scatter(ids, step, sampled)
+                network, first = refiner, 0
+                cache = refiner.new_cache(request.rows, capacity=layout.length)
+            ids = decode_step(network, order, tokenizer, request, ids, step, first=first, cache=cache)
             if callback is not None:
                 callback(step, ids)
-    finally:
-        model.train(was_training[0])
-        refiner.train(was_training[1])
-    return GenerationOutput(ids=ids, forward_passes=sum(passes.values()), passes_by_model=passes)
+    passes = {"drafter": draft_steps, "refiner": num_steps - draft_steps}
+    return GenerationOutput(ids=ids, forward_passes=num_steps, passes_by_model=passes)
 
 
-__all__ = ["SUPPORTED_ORDERS", "check_refiner", "generate_collaborative"]
+__all__ = ["INFO", "check_refiner", "generate_collaborative"]

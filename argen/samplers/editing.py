@@ -69,10 +69,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from argen.data import convert_mode, float_to_images, images_to_float
+from argen.data import float_to_images, images_to_float
+from argen.data.folder import convert_mode
 from argen.errors import ArgenError
 from argen.orders.base import Order
-from argen.samplers.logits import cfg_scale_at, check_sampling, guide, sample
+from argen.samplers.base import evaluation, feed, prepare_request, step_logits
+from argen.samplers.logits import sample
 
 FILLS = ("smooth", "keep")
 KNOWN_TOKENS = ("requantized", "encoded")
@@ -226,7 +228,7 @@ def paste(decoded: Tensor, originals: Tensor, masks: Tensor) -> Tensor:
 def step_cells(order: Order, tokenizer: Any, step: int) -> Tensor:
     """Indices of step ``step``'s targets into the concatenated flattened grids (T_s,)."""
     layout = order.layout(tokenizer.grid_shapes)
-    return layout.target_flat[layout.positions_of_step[step]]
+    return layout.target_flat[layout.targets_of_step[step]]
 
 
 def flatten(grids: list[Tensor]) -> Tensor:
@@ -276,41 +278,26 @@ def generate_edit(
         refresh: ``refresh(step, ids)`` → (B·P, T_s) ids to force at this step instead of ``image_ids`` (read where
             ``known``), computed from the grids so far, or None to keep ``image_ids`` (see `requantizer`).
     """
-    from argen.samplers.ar import prepare_labels
-
-    layout = order.layout(tokenizer.grid_shapes)
-    order.check_model(model.config, tokenizer)
-    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if particles < 1:
         raise ArgenError(f"particles must be 1 (plain forced decoding) or more, got {particles}")
-    device = next(model.parameters()).device
     batch = image_ids[0].shape[0]
     if labels is not None and labels.dim() == 1 and labels.shape[0] == batch:
         labels = labels.repeat_interleave(particles)
-    labels, rows, guided = prepare_labels(
-        model, labels, batch_size=batch * particles, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
-    )
+    request = prepare_request(
+        model, order, tokenizer, labels=labels, batch_size=batch * particles, cfg_scale=cfg_scale,
+        cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+    )  # fmt: skip
+    layout, device = request.layout, request.device
     forced = flatten([grid.to(device) for grid in known]).repeat_interleave(particles, dim=0)  # (B·P, N)
     forced_ids = flatten([grid.to(device) for grid in image_ids]).repeat_interleave(particles, dim=0)
     log_weights = torch.zeros(batch, particles, device=device)
-
-    ids = [torch.zeros(rows, h, w, dtype=torch.long, device=device) for h, w in layout.grid_shapes]
-    cache = model.new_cache(2 * rows if guided else rows, capacity=layout.length)
-    was_training = model.training
-    model.eval()
-    forward_passes = 0
-    try:
+    ids = request.empty_ids()
+    cache = model.new_cache(request.rows, capacity=layout.length)
+    with evaluation(model):
         for step in range(layout.num_steps):
-            inputs = order.step_inputs(step, ids, tokenizer)
-            if guided:
-                inputs = torch.cat([inputs, inputs])
-            outputs = model(inputs, labels, layout=layout, index=layout.inputs_of_step[step], cache=cache)
-            forward_passes += 1
-            logits = order.logits(outputs[:, -len(layout.inputs_of_step[step]) :], layout, step)  # (rows, T_s, V)
-            if guided:
-                cond, uncond = logits.chunk(2)
-                scale = cfg_scale_at(step, layout.num_steps, cfg_scale=cfg_scale, schedule=cfg_schedule)
-                logits = guide(cond, uncond, scale)
+            outputs = feed(model, order, tokenizer, request, ids, first=step, last=step, cache=cache)
+            outputs = outputs[:, -len(layout.inputs_of_step[step]) :]  # this step's positions
+            logits = step_logits(order, request, outputs, step)  # (B·P, T_s, V), guided
             # Every target is drawn, forced or not, so that the random stream is the one of plain decoding.
             sampled = sample(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
             where = step_cells(order, tokenizer, step).to(device)
@@ -328,16 +315,14 @@ def generate_edit(
             sampled = torch.where(forced_here, forced_values, sampled)
             ids = order.scatter(ids, step, sampled)
             if particles > 1:
-                ids, log_weights = resample(ids, log_weights, cache, generator=generator, guided=guided)
+                ids, log_weights = resample(ids, log_weights, cache, generator=generator, guided=request.guided)
             if callback is not None:
                 callback(step, [grid[::particles] for grid in ids])
-    finally:
-        model.train(was_training)
     if particles > 1:
         chosen = draw(log_weights, 1, generator=generator)[:, 0]  # (B,) one particle per image
         rows_kept = torch.arange(batch, device=device) * particles + chosen
         ids = [grid[rows_kept] for grid in ids]
-    return EditOutput(ids=ids, known=[grid.bool() for grid in known], forward_passes=forward_passes)
+    return EditOutput(ids=ids, known=[grid.bool() for grid in known], forward_passes=layout.num_steps)
 
 
 def draw(log_weights: Tensor, count: int, *, generator: torch.Generator | None) -> Tensor:

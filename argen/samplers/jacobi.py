@@ -55,26 +55,38 @@ from torch import Tensor
 
 from argen.errors import ArgenError
 from argen.orders.base import Order
-from argen.samplers.ar import GenerationOutput, prepare_labels
-from argen.samplers.logits import cfg_scale_at, check_sampling, filter_top_k, filter_top_p, guide
+from argen.samplers.base import (
+    GenerationOutput,
+    Request,
+    SamplerInfo,
+    SamplerOption,
+    evaluation,
+    feed,
+    prepare_request,
+    register_sampler,
+    step_logits,
+)
+from argen.samplers.logits import draw, final_distribution
 
-SUPPORTED_ORDERS = ("raster", "neighbor")
-# A window counts steps: 16 raster tokens are one row of a 16×16 grid; 4 anti-diagonals of it are up to 64 tokens.
-DEFAULT_WINDOW = {"raster": 16, "neighbor": 4}
+INFO = SamplerInfo(
+    name="jacobi",
+    method="speculative Jacobi decoding",
+    help="the same distribution in fewer passes",
+    paper="SJD",
+    arxiv="2410.01699",
+    # Each step writes cells of one grid, which drafts fill and verification reads back.
+    needs={"single_grid": True},
+    options=(
+        SamplerOption(
+            "window",
+            type=int,
+            help="draft steps verified per pass (default: the order's speculative_window, e.g. 16 tokens for "
+            "raster, 4 anti-diagonals for neighbor)",
+        ),
+    ),
+    rank=20,
+)
 INITS = ("random", "neighbor")
-
-
-def final_distribution(logits: Tensor, *, temperature: float, top_k: int, top_p: float) -> Tensor:
-    """(..., V) logits → (..., V) the probabilities `argen.samplers.logits.sample` draws from (one-hot at T = 0)."""
-    if temperature == 0:
-        return F.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
-    return filter_top_p(filter_top_k(logits.float() / temperature, top_k), top_p).softmax(dim=-1)
-
-
-def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
-    """(..., V) probabilities (rows need not sum to 1) → (...) ids drawn with ``generator``."""
-    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
 
 
 def verify(drafts: Tensor, p: Tensor, q: Tensor, *, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
@@ -99,13 +111,90 @@ def verify(drafts: Tensor, p: Tensor, q: Tensor, *, generator: torch.Generator |
 def copy_sources(h: int, w: int) -> Tensor:
     """(h·w,) for each cell of an h×w grid the flat cell its "neighbor" draft copies: left, or above in column 0.
 
-    -1 for (0, 0). Both neighbours belong to an earlier step in raster and in next-neighbor order.
+    -1 for (0, 0). Both neighbours belong to an earlier step in raster and in next-neighbor order; `JacobiState`
+    checks that of any order before it copies.
     """
     cells = torch.arange(h * w)
     rows, cols = cells // w, cells % w
     return torch.where(cols > 0, cells - 1, torch.where(rows > 0, cells - w, torch.full_like(cells, -1)))
 
 
+class JacobiState:
+    """The tokens of one SJD run: finished ones and drafts in one flat grid per image, each image's frontier, and
+    the distribution each step's current drafts were drawn from."""
+
+    def __init__(self, order: Order, request: Request, *, vocab: int, init: str) -> None:
+        layout = request.layout
+        (h, w), batch, device = layout.grid_shapes[0], request.batch_size, request.device
+        self.shape, self.vocab, self.init, self.generator = (batch, h, w), vocab, init, request.generator
+        # The cells step s produces, as flat indices into the one grid.
+        self.cells = [layout.target_flat[layout.targets_of_step[s]].to(device) for s in range(layout.num_steps)]
+        self.sources = copy_sources(h, w).to(device)
+        if init == "neighbor":
+            step_of = torch.empty(h * w, dtype=torch.long, device=device)
+            for step, cells in enumerate(self.cells):
+                step_of[cells] = step
+            copying = self.sources >= 0
+            if bool((step_of[self.sources[copying]] >= step_of[copying]).any()):
+                raise ArgenError(
+                    f"draft init 'neighbor' copies each cell's left (or upper) neighbour, which order {order.name!r} "
+                    "does not produce before the cell: use init='random'"
+                )
+        self.tokens = torch.zeros(batch, h * w, dtype=torch.long, device=device)  # finished tokens and drafts
+        self.final = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) steps each image has finished
+        self.draft_q: dict[int, Tensor] = {}  # step → (B, T_s, V) the distribution its drafts were drawn from
+
+    def ids(self) -> list[Tensor]:
+        """A view of the tokens as the order's one (B, h, w) grid: the order reads it as tokens are written."""
+        return [self.tokens.view(*self.shape)]
+
+    def initialise(self, step: int) -> None:
+        """First drafts of ``step``: uniform tokens, or (init "neighbor") copies of the left or upper neighbour."""
+        where, batch, vocab = self.cells[step], self.shape[0], self.vocab
+        drafts = torch.randint(vocab, (batch, len(where)), generator=self.generator, device=self.tokens.device)
+        q = torch.full((batch, len(where), vocab), 1.0 / vocab, device=self.tokens.device)
+        if self.init == "neighbor":
+            copies = self.sources[where] >= 0
+            drafts[:, copies] = self.tokens[:, self.sources[where][copies]]
+            q[:, copies] = F.one_hot(drafts[:, copies], vocab).float()
+        self.tokens[:, where] = drafts
+        self.draft_q[step] = q
+
+    def verify_steps(self, order: Order, request: Request, outputs: Tensor, *, done: int, last: int, first: int,
+                     window: int, offsets: list[int]) -> dict[int, Tensor]:  # fmt: skip
+        """Verify steps ``done`` .. ``last`` of one call left to right; returns each step's target distribution."""
+        verifying = torch.ones_like(self.final, dtype=torch.bool)  # no rejection yet in this call
+        reached = self.final.clone()
+        target_p: dict[int, Tensor] = {}
+        for s in range(done, last + 1):
+            fed = outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]]  # step s's positions
+            logits = step_logits(order, request, fed, s)
+            p = final_distribution(logits, temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
+            target_p[s] = p  # (B, T_s, V)
+            todo = verifying & (self.final <= s)  # images whose own frontier has reached step s
+            cells = self.cells[s]
+            if s < done + window:
+                sampled, accepted = verify(self.tokens[:, cells], p, self.draft_q[s], generator=self.generator)
+                clean = accepted.all(dim=1)
+            else:  # every draft of the window accepted: this step is conditioned on finished tokens only
+                sampled, clean = draw(p, self.generator), torch.zeros_like(verifying)
+            self.tokens[:, cells] = torch.where(todo[:, None], sampled, self.tokens[:, cells])
+            reached = torch.where(todo, s + 1, reached)
+            verifying &= ~todo | clean
+        self.final = reached
+        return target_p
+
+    def redraft(self, target_p: dict[int, Tensor], *, done: int, last: int) -> None:
+        """Jacobi iteration: every unfinished step of the call redrafts from the distribution it got there."""
+        for s in range(done + 1, last + 1):
+            redraft = self.final <= s
+            if bool(redraft.any()):
+                p, cells = target_p[s], self.cells[s]
+                self.tokens[:, cells] = torch.where(redraft[:, None], draw(p, self.generator), self.tokens[:, cells])
+                self.draft_q[s] = torch.where(redraft[:, None, None], p, self.draft_q[s]) if s in self.draft_q else p
+
+
+@register_sampler(INFO)
 @torch.no_grad()
 def generate_jacobi(
     model: Any,
@@ -129,121 +218,57 @@ def generate_jacobi(
 
     Args (the rest as in `argen.samplers.ar.generate`):
         window: W, the draft steps verified per call (raster: tokens; neighbor: anti-diagonals); a call finishes
-            1 to W + 1 steps per image. Default 16 for raster, 4 for neighbor.
+            1 to W + 1 steps per image. Default: the order's ``speculative_window`` (16 raster, 4 neighbor).
         init: how new drafts are made: "random" (uniform tokens) or "neighbor" (copy of the left neighbour).
         callback: called as ``callback(step, ids)`` once per step, in order, when every image has finished it.
 
     Returns:
         `GenerationOutput` with the (B, h, w) grid and ``forward_passes``, the model calls made (at most S).
     """
-    if order.name not in SUPPORTED_ORDERS:
-        raise ArgenError(
-            f"speculative Jacobi decoding works with the {' and '.join(SUPPORTED_ORDERS)} orders, not "
-            f"{order.name!r}: use the 'ar' sampler for it"
-        )
-    window = DEFAULT_WINDOW[order.name] if window is None else window
+    INFO.check_supports(order)
+    window = order.speculative_window if window is None else window
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
         raise ArgenError(f"window must be a whole number of steps, at least 1, got {window!r}")
     if init not in INITS:
         raise ArgenError(f"unknown draft init {init!r}: choose one of {', '.join(INITS)}")
-    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
-    layout = order.layout(tokenizer.grid_shapes)
-    order.check_model(model.config, tokenizer)
-    device = next(model.parameters()).device
-    labels, batch_size, guided = prepare_labels(
-        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
-    )
-
-    batch, num_steps, vocab = batch_size, layout.num_steps, int(model.config.vocab_size)
-    (h, w) = layout.grid_shapes[0]
-    # Single-grid orders: the cells step s produces, as flat indices into the one grid.
-    cells = [layout.target_flat[layout.positions_of_step[s]].to(device) for s in range(num_steps)]
+    request = prepare_request(
+        model, order, tokenizer, labels=labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule,
+        temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+    )  # fmt: skip
+    layout, num_steps = request.layout, request.layout.num_steps
+    state = JacobiState(order, request, vocab=int(model.config.vocab_size), init=init)
     offsets = [0]  # offsets[s]: sequence positions fed before step s
     for fed in layout.inputs_of_step:
         offsets.append(offsets[-1] + len(fed))
-    sources = copy_sources(h, w).to(device)
-
-    tokens = torch.zeros(batch, h * w, dtype=torch.long, device=device)  # finished tokens and drafts
-    ids = [tokens.view(batch, h, w)]  # a view: the order reads the grid as tokens are written
-    final = torch.zeros(batch, dtype=torch.long, device=device)  # (B,) steps each image has finished
-    draft_q: dict[int, Tensor] = {}  # step → (B, T_s, V) the distribution its current drafts were drawn from
-
-    def initialise(step: int) -> None:
-        where = cells[step]
-        drafts = torch.randint(vocab, (batch, len(where)), generator=generator, device=device)
-        q = torch.full((batch, len(where), vocab), 1.0 / vocab, device=device)
-        if init == "neighbor":
-            copies = sources[where] >= 0
-            drafts[:, copies] = tokens[:, sources[where][copies]]
-            q[:, copies] = F.one_hot(drafts[:, copies], vocab).float()
-        tokens[:, where] = drafts
-        draft_q[step] = q
-
-    rows = 2 * batch if guided else batch
-    cache = model.new_cache(rows, capacity=layout.length) if use_cache else None
-    was_training = model.training
-    model.eval()  # class dropout and dropout are for training only
+    cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None
     forward_passes = 0
     done = 0  # steps every image has finished; the cache holds the inputs of exactly these steps
     for step in range(min(window, num_steps)):
-        initialise(step)
-    try:
+        state.initialise(step)
+    with evaluation(model):
         while done < num_steps:
             # Feed step `done` (its inputs hold finished tokens) and the steps whose inputs hold the drafts of
             # steps done .. done + W - 1; the last fed step is the free one after the window, if the grid has it.
             last = min(done + window, num_steps - 1)
             first = done if use_cache else 0
-            inputs = torch.cat([order.step_inputs(s, ids, tokenizer) for s in range(first, last + 1)], dim=1)
-            index = torch.cat(layout.inputs_of_step[first : last + 1])
-            if guided:
-                inputs = torch.cat([inputs, inputs])
-            outputs = model(inputs, labels, layout=layout, index=index, cache=cache)
+            outputs = feed(model, order, tokenizer, request, state.ids(), first=first, last=last, cache=cache)
             forward_passes += 1
-
-            verifying = torch.ones(batch, dtype=torch.bool, device=device)  # no rejection yet in this call
-            reached = final.clone()
-            target_p: dict[int, Tensor] = {}
-            for s in range(done, last + 1):
-                fed = outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]]  # step s's positions
-                logits = order.logits(fed, layout, s)  # (rows, T_s, V)
-                if guided:
-                    cond, uncond = logits.chunk(2)
-                    logits = guide(cond, uncond, cfg_scale_at(s, num_steps, cfg_scale=cfg_scale, schedule=cfg_schedule))
-                p = final_distribution(logits, temperature=temperature, top_k=top_k, top_p=top_p)  # (B, T_s, V)
-                target_p[s] = p
-                todo = verifying & (final <= s)  # images whose own frontier has reached step s
-                if s < done + window:
-                    sampled, accepted = verify(tokens[:, cells[s]], p, draft_q[s], generator=generator)
-                    clean = accepted.all(dim=1)
-                else:  # every draft of the window accepted: this step is conditioned on finished tokens only
-                    sampled, clean = draw(p, generator), torch.zeros_like(verifying)
-                tokens[:, cells[s]] = torch.where(todo[:, None], sampled, tokens[:, cells[s]])
-                reached = torch.where(todo, s + 1, reached)
-                verifying &= ~todo | clean
-            final = reached
-
-            # Jacobi iteration: every unfinished step of the call redrafts from the distribution it got here.
-            for s in range(done + 1, last + 1):
-                redraft = final <= s
-                if bool(redraft.any()):
-                    p = target_p[s]
-                    tokens[:, cells[s]] = torch.where(redraft[:, None], draw(p, generator), tokens[:, cells[s]])
-                    draft_q[s] = torch.where(redraft[:, None, None], p, draft_q[s]) if s in draft_q else p
-
-            finished = int(final.min())
+            target_p = state.verify_steps(
+                order, request, outputs, done=done, last=last, first=first, window=window, offsets=offsets
+            )
+            state.redraft(target_p, done=done, last=last)
+            finished = int(state.final.min())
             if cache is not None:
                 # Positions of steps < finished were fed accepted tokens only; the rest held rejected drafts.
                 cache.rollback(offsets[finished])
             for s in range(last + 1, min(finished + window, num_steps)):
-                initialise(s)
+                state.initialise(s)
             for s in range(done, finished):
-                draft_q.pop(s, None)
+                state.draft_q.pop(s, None)
                 if callback is not None:
-                    callback(s, [tokens.view(batch, h, w).clone()])
+                    callback(s, [grid.clone() for grid in state.ids()])
             done = finished
-    finally:
-        model.train(was_training)
-    return GenerationOutput(ids=[tokens.view(batch, h, w).clone()], forward_passes=forward_passes)
+    return GenerationOutput(ids=[grid.clone() for grid in state.ids()], forward_passes=forward_passes)
 
 
-__all__ = ["DEFAULT_WINDOW", "INITS", "SUPPORTED_ORDERS", "generate_jacobi"]
+__all__ = ["INFO", "INITS", "JacobiState", "generate_jacobi"]

@@ -66,6 +66,20 @@ def check_sampling(*, temperature: float, top_k: int, top_p: float) -> None:
         raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
 
 
+def final_distribution(logits: Tensor, *, temperature: float, top_k: int, top_p: float) -> Tensor:
+    """(..., V) logits → (..., V) the probabilities `sample` draws from: softmax(logits / T) after top-k and top-p,
+    one-hot on the argmax at temperature 0 (what speculative verification compares against)."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).float()
+    return filter_top_p(filter_top_k(logits.float() / temperature, top_k), top_p).softmax(dim=-1)
+
+
+def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(..., V) probabilities (rows need not sum to 1) → (...) ids drawn with ``generator``."""
+    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+
+
 def sample(
     logits: Tensor,
     *,
@@ -74,12 +88,9 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """(..., V) logits → (...) ids. Temperature 0 is greedy (argmax); otherwise softmax(logits / T) after top-k and
-    top-p, drawn with ``generator`` so that a seed fixes the result."""
+    """(..., V) logits → (...) ids. Temperature 0 is greedy (argmax, no random draw); otherwise a draw from
+    `final_distribution` with ``generator``, so that a seed fixes the result."""
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = filter_top_p(filter_top_k(logits.float() / temperature, top_k), top_p)
-    probs = logits.softmax(dim=-1)
-    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
-    return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+    return draw(final_distribution(logits, temperature=temperature, top_k=top_k, top_p=top_p), generator)

@@ -8,19 +8,16 @@ one file per quantizer:
 - ``multiscale``: VAR's multi-scale residual quantization, one grid per scale.
 - ``frequency``: NFIG's FR-VAE, one grid per frequency band.
 
-`build_tokenizer(TokenizerConfig(kind=...))` builds one and refuses a config that cannot work.
+`build_tokenizer(TokenizerConfig(kind=...))` builds one and refuses a config that cannot work. A new kind is one
+new file here: a `Tokenizer` subclass decorated with ``@register_tokenizer`` (see `autoencoder`); `TOKENIZERS`
+discovers it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from argen.errors import ArgenError
-from argen.tokenizers.autoencoder import Tokenizer
-from argen.tokenizers.frequency import FrequencyTokenizer
-from argen.tokenizers.fsq import FSQTokenizer
-from argen.tokenizers.multiscale import MultiScaleTokenizer
-from argen.tokenizers.vq import VQTokenizer
+from argen.tokenizers.autoencoder import TOKENIZERS, Tokenizer, register_tokenizer
 
 
 @dataclass
@@ -62,19 +59,9 @@ class TokenizerConfig:
     ssim_weight: float = 0.2
 
 
-TOKENIZERS: dict[str, type[Tokenizer]] = {
-    "vq": VQTokenizer,
-    "fsq": FSQTokenizer,
-    "multiscale": MultiScaleTokenizer,
-    "frequency": FrequencyTokenizer,
-}
-
-
 def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
     """The tokenizer ``config.kind`` names; `ArgenError` if the kind is unknown or the config cannot work."""
-    if config.kind not in TOKENIZERS:
-        raise ArgenError(f"unknown tokenizer kind {config.kind!r}: choose one of {', '.join(TOKENIZERS)}")
-    return TOKENIZERS[config.kind](config)
+    return TOKENIZERS.lookup(config.kind)(config)
 
 
 def default_scales(side: int) -> list[int]:
@@ -107,4 +94,12 @@ def load_tokenizer(directory) -> tuple[Tokenizer, dict]:
     )
 
 
-__all__ = ["TOKENIZERS", "Tokenizer", "TokenizerConfig", "build_tokenizer", "default_scales", "load_tokenizer"]
+__all__ = [
+    "TOKENIZERS",
+    "Tokenizer",
+    "TokenizerConfig",
+    "build_tokenizer",
+    "default_scales",
+    "load_tokenizer",
+    "register_tokenizer",
+]

@@ -20,7 +20,7 @@ Shapes: B batch, C image channels, H/W image size, D latent channels, h/w grid.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +28,7 @@ from torch import nn
 
 from argen.errors import ArgenError
 from argen.metrics import codebook_statistics, multiscale_ssim, psnr
+from argen.registry import DEFAULT_RANK, Registry
 
 if TYPE_CHECKING:
     from argen.tokenizers import TokenizerConfig
@@ -176,10 +177,20 @@ def check_config(config: TokenizerConfig) -> None:
 
 
 class Tokenizer(nn.Module):
-    """encoder → quantizer → decoder. Subclasses only build their quantizer in `make_quantizer`.
+    """encoder → quantizer → decoder. Subclasses only build their quantizer in `make_quantizer`, and register
+    with ``@register_tokenizer``.
 
     Images are (B, C, H, W) floats in [-1, 1]; ids travel as ``list[LongTensor]``, one (B, h_i, w_i) per grid.
+
+    Class attributes, the kind's metadata: ``kind`` (``TokenizerConfig.kind``, ``--tokenizer KIND``), ``method``,
+    ``paper``, ``arxiv`` (what it is and where it comes from) and ``rank`` (its place in listings).
     """
+
+    kind: ClassVar[str] = ""
+    method: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    arxiv: ClassVar[str] = ""
+    rank: ClassVar[int] = DEFAULT_RANK
 
     def __init__(self, config: TokenizerConfig):
         super().__init__()
@@ -328,3 +339,11 @@ def _ssim_scales(side: int) -> int:
     return max(
         (scales for scales in range(1, SSIM_MAX_SCALES + 1) if side // 2 ** (scales - 1) >= SSIM_WINDOW), default=0
     )
+
+
+TOKENIZERS: Registry[type[Tokenizer]] = Registry("tokenizer kind", "argen.tokenizers")
+
+
+def register_tokenizer(tokenizer: type[Tokenizer]) -> type[Tokenizer]:
+    """Class decorator: make ``tokenizer`` buildable as ``TokenizerConfig(kind=tokenizer.kind)`` everywhere."""
+    return TOKENIZERS.add(tokenizer.kind, tokenizer, rank=tokenizer.rank)

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from argen.errors import ArgenError
-from argen.tokenizers.autoencoder import Quantizer, Tokenizer
+from argen.tokenizers.autoencoder import Quantizer, Tokenizer, register_tokenizer
 from argen.tokenizers.multiscale import ResidualQuantizer
 
 if TYPE_CHECKING:
@@ -209,8 +209,13 @@ class FrequencyQuantizer(ResidualQuantizer):
         return prepared[scale]  # band i alone
 
 
+@register_tokenizer
 class FrequencyTokenizer(Tokenizer):
     """NFIG's FR-VAE: one grid per frequency band, sized by ``scales``."""
+
+    kind = "frequency"
+    method, paper, arxiv = "frequency-band residual quantization", "NFIG", "2503.07076"
+    rank = 40
 
     def make_quantizer(self, config: TokenizerConfig) -> Quantizer:
         return FrequencyQuantizer(config, self.latent_side)

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from argen.errors import ArgenError
-from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer
+from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer, register_tokenizer
 
 if TYPE_CHECKING:
     from argen.tokenizers import TokenizerConfig
@@ -84,8 +84,13 @@ class FiniteScalarQuantizer(Quantizer):
         return [(digits * self.basis).sum(dim=1)]
 
 
+@register_tokenizer
 class FSQTokenizer(Tokenizer):
     """Single-grid tokenizer with finite scalar quantization; ``codebook_size`` is prod(fsq_levels)."""
+
+    kind = "fsq"
+    method, paper, arxiv = "finite scalar quantization", "FSQ", "2309.15505"
+    rank = 20
 
     def make_quantizer(self, config: TokenizerConfig) -> Quantizer:
         return FiniteScalarQuantizer(config, self.latent_side)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.errors import ArgenError
-from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer
+from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer, register_tokenizer
 from argen.tokenizers.vq import Codebook
 
 if TYPE_CHECKING:
@@ -149,8 +149,13 @@ class ResidualQuantizer(Quantizer):
         return grids
 
 
+@register_tokenizer
 class MultiScaleTokenizer(Tokenizer):
     """VAR's multi-scale residual tokenizer: one grid per entry of ``scales``."""
+
+    kind = "multiscale"
+    method, paper, arxiv = "multi-scale residual quantization", "VAR", "2404.02905"
+    rank = 30
 
     def make_quantizer(self, config: TokenizerConfig) -> Quantizer:
         return ResidualQuantizer(config, self.latent_side)

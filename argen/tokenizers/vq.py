@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.errors import ArgenError
-from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer
+from argen.tokenizers.autoencoder import Quantization, Quantizer, Tokenizer, register_tokenizer
 
 if TYPE_CHECKING:
     from argen.tokenizers import TokenizerConfig
@@ -137,8 +137,13 @@ class VectorQuantizer(Quantizer):
         return [self.codebook.nearest(codes[0].permute(0, 2, 3, 1).reshape(-1, dim)).view(batch, height, width)]
 
 
+@register_tokenizer
 class VQTokenizer(Tokenizer):
     """Single-grid tokenizer with LlamaGen's l2-normalised low-dimensional VQ."""
+
+    kind = "vq"
+    method, paper, arxiv = "nearest-code VQ", "LlamaGen", "2406.06525"
+    rank = 10
 
     def make_quantizer(self, config: TokenizerConfig) -> Quantizer:
         return VectorQuantizer(config, self.latent_side)

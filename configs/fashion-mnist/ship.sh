@@ -1,12 +1,27 @@
 #!/usr/bin/env bash
 # Rebuild checkpoints/fashion-mnist/ from scratch with argen's own commands (see README.md here). Rerunning resumes.
-# About 2-3 hours on 2 CPU cores; OMP_NUM_THREADS=1 and two jobs at a time is the fastest use of 2 cores.
+# About 2.5 hours of two CPU cores; OMP_NUM_THREADS=1 and two jobs at a time is the fastest use of 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-for kind in vq multiscale frequency; do argen train-tokenizer --config configs/fashion-mnist/tokenizer-$kind.toml; done
+export OMP_NUM_THREADS=1
+for kind in vq multiscale frequency; do
+  argen train-tokenizer --config configs/fashion-mnist/tokenizer-$kind.toml
+  argen encode --tokenizer runs/fashion-mnist/tokenizers/$kind --data fashion-mnist \
+    --out runs/fashion-mnist/tokens/$kind-train.safetensors
+done
 argen train-classifier --config configs/fashion-mnist/classifier.toml
-for order in raster scale frequency neighbor; do
-  argen train --config configs/fashion-mnist/$order.toml
+for order in raster scale frequency neighbor; do argen train --config configs/fashion-mnist/$order.toml; done
+for order in scale frequency; do argen train --config configs/fashion-mnist/seed1/$order.toml; done
+argen train --config configs/fashion-mnist/long/raster.toml
+for variant in paper-carry paper-nocarry grid-carry grid-nocarry; do  # the band-allocation ablation
+  argen train-tokenizer --config configs/fashion-mnist/ablation/tokenizer-frequency-$variant.toml
+  argen train --config configs/fashion-mnist/ablation/frequency-$variant.toml
+done
+python bench/convergence.py curves   # learning curves of every kept snapshot
+python bench/convergence.py sweep    # picks each model's sampling settings, writes RUN/sampling.json
+python bench/convergence.py final    # 10 000 samples per run at its settings
+python bench/band_ablation.py
+for order in raster scale frequency neighbor; do  # float16 copies; sampling.json travels with them
   argen export --model runs/fashion-mnist/$order --out checkpoints/fashion-mnist/$order
 done
 for order in scale frequency; do  # the small models of collaborative decoding

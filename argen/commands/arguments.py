@@ -1,0 +1,205 @@
+"""The flags several commands share, and the helpers that turn them into library arguments.
+
+Command modules (argen/commands/*.py) call these from their ``add_arguments`` and ``run``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from argen.errors import ArgenError
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -> None:
+    """--data and where to find it; ``shape`` adds --image-size/--channels (not for commands whose model fixes them)."""
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        required=True,
+        help="image source: fashion-mnist, mnist, or folder:PATH (PNG/JPEG/WebP/BMP, one subfolder per class)",
+    )
+    group.add_argument(
+        "--data-dir", help="folder holding the IDX files (default: $ARGEN_DATA, ~/.cache/argen, Debian's package)"
+    )
+    if shape:
+        group.add_argument(
+            "--image-size", type=int, help="resize + centre-crop to this side (default: native, 32 for folders)"
+        )
+        group.add_argument(
+            "--channels", type=int, choices=(1, 3), help="1 grayscale or 3 RGB (default: native, 3 for folders)"
+        )
+    group.add_argument("--verbose", action="store_true", help="list every skipped file")
+
+
+def order_choices() -> str:
+    """The registered orders for help text: "raster (LlamaGen), scale (VAR), ..."."""
+    from argen.orders import ORDERS
+
+    return ", ".join(f"{name} ({order.paper})" for name, order in ORDERS.items())
+
+
+def add_preset_argument(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """--preset, one of `argen.transformer.PRESETS`."""
+    from argen.transformer import PRESETS
+
+    sizes = ", ".join(f"{name} ({', '.join(f'{key} {value}' for key, value in fields.items())})"
+                      for name, fields in PRESETS.items())  # fmt: skip
+    parser.add_argument("--preset", default=default, choices=list(PRESETS), help=f"transformer size: {sizes}")
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
+    """The budget, optimizer and checkpoint flags every trainer shares (see `argen.train.TrainingConfig`)."""
+    group = parser.add_argument_group("training")
+    group.add_argument("--out", required=True, help="run directory; rerunning on it resumes (see --fresh)")
+    group.add_argument("--steps", type=int, help="stop after this many optimizer steps")
+    group.add_argument("--epochs", type=float, help="stop after this many passes over the data")
+    group.add_argument("--minutes", type=float, help="stop after this many minutes of training (summed over resumes)")
+    group.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128), help="global batch size")
+    group.add_argument("--learning-rate", type=float, default=defaults.get("learning_rate", 1e-3))
+    group.add_argument("--weight-decay", type=float, default=defaults.get("weight_decay", 0.0))
+    group.add_argument("--warmup-steps", type=int, default=defaults.get("warmup_steps", 100))
+    group.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 disables clipping)")
+    group.add_argument("--ema-decay", type=float, default=defaults.get("ema_decay", 0.999), help="0 disables EMA")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
+    group.add_argument(
+        "--keep-every", type=int, help="also keep a copy of the weights every N steps in OUT/snapshots/step-N"
+    )
+    group.add_argument("--log-every", type=int, default=20, help="append to metrics.jsonl every N steps")
+    group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
+    group.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
+    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def training_config(arguments: argparse.Namespace):
+    from argen.train import TrainingConfig
+
+    return TrainingConfig(
+        out=arguments.out,
+        steps=arguments.steps,
+        epochs=arguments.epochs,
+        minutes=arguments.minutes,
+        batch_size=arguments.batch_size,
+        learning_rate=arguments.learning_rate,
+        weight_decay=arguments.weight_decay,
+        warmup_steps=arguments.warmup_steps,
+        grad_clip=arguments.grad_clip,
+        ema_decay=arguments.ema_decay,
+        seed=arguments.seed,
+        save_every=arguments.save_every,
+        keep_every=arguments.keep_every,
+        log_every=arguments.log_every,
+        device=arguments.device,
+        fresh=arguments.fresh,
+        progress=not arguments.no_progress,
+    )
+
+
+def integer_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 1,2,3, got {text!r}") from None
+
+
+def parse_labels(text: str | None) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+def print_results(results: dict) -> None:
+    """A two-column table of a results dict (nested dicts flattened as parent.child)."""
+    rows = []
+    for name, value in results.items():
+        if isinstance(value, dict):
+            rows += [(f"{name}.{key}", inner) for key, inner in value.items()]
+        else:
+            rows.append((name, value))
+    width = max(len(name) for name, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "sampling", "settings left out take the model's recommended ones (MODEL/sampling.json), else the default shown"
+    )
+    group.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (1 = none; default 1)")
+    group.add_argument(
+        "--cfg-schedule", choices=("constant", "linear"), help="linear: VAR's ramp over steps (default constant)"
+    )
+    group.add_argument("--temperature", type=float, help="0 = greedy (default 1)")
+    group.add_argument("--top-k", type=int, help="keep the K most likely ids (0 = all, the default)")
+    group.add_argument("--top-p", type=float, help="keep the smallest set with this much probability (default 1)")
+    group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
+    group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
+    group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+
+
+def sampling_arguments(arguments: argparse.Namespace) -> dict:
+    """The sampling settings given on the command line; None where left out (the model's recommendation applies)."""
+    names = ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p")
+    return {name: getattr(arguments, name) for name in names}
+
+
+def print_sampling_settings(pipeline, given: dict) -> None:
+    """One line naming the settings a command samples with and where each came from."""
+    settings = pipeline.sampling_settings(**given)
+    parts = []
+    for name, value in settings.items():
+        source = "" if given.get(name) is not None else " (model)" if name in pipeline.recommended else ""
+        parts.append(f"{name} {value}{source}")
+    print("sampling: " + ", ".join(parts))
+
+
+def add_sampler_arguments(parser: argparse.ArgumentParser) -> None:
+    """--sampler and every registered sampler's options; `sampler_options` turns them into Pipeline keywords."""
+    from argen.samplers import SAMPLERS
+
+    group = parser.add_argument_group("sampler")
+    infos = [SAMPLERS.info(name) for name in SAMPLERS]
+    described = []
+    for info in infos:
+        fits = f" ({', '.join(info.supported_orders())})" if info.needs else ""
+        described.append(f"{info.name}: {info.method}{fits}, {info.help}")
+    group.add_argument("--sampler", choices=list(SAMPLERS), default="ar", help="; ".join(described))
+    flags: set[str] = set()
+    for info in infos:
+        for option in info.options:
+            if option.flag not in flags:  # samplers may share an option
+                flags.add(option.flag)
+                group.add_argument(
+                    option.flag, dest=option.keyword, type=option.type, metavar=option.metavar,
+                    help=f"{info.name}: {option.help}",
+                )  # fmt: skip
+
+
+def sampler_options(arguments: argparse.Namespace) -> dict:
+    """The `argen.Pipeline` keyword arguments (sampler=..., and its options) of `add_sampler_arguments`' flags.
+
+    An option given for another sampler than the chosen one, or a required one left out, is refused in one line.
+    """
+    from argen.samplers import SAMPLERS
+
+    chosen = SAMPLERS.info(arguments.sampler)
+    options: dict = {"sampler": arguments.sampler}
+    misplaced: dict[str, list[str]] = {}  # sampler → its flags given without it
+    for name in SAMPLERS:
+        for option in SAMPLERS.info(name).options:
+            value = getattr(arguments, option.keyword, None)
+            if value is None:
+                continue
+            if option in chosen.options:
+                options[option.keyword] = value
+            elif all(option.flag not in flags for flags in misplaced.values()):
+                misplaced.setdefault(name, []).append(option.flag)
+    for name, flags in misplaced.items():
+        if len(flags) == 1:
+            raise ArgenError(f"{flags[0]} is an option of --sampler {name}: add --sampler {name} or drop {flags[0]}")
+        raise ArgenError(f"{' and '.join(flags)} go with --sampler {name}: add it or drop them")
+    missing = [option for option in chosen.options if option.required and option.keyword not in options]
+    if missing:
+        needed = " and ".join(
+            f"{option.flag} {option.metavar or 'VALUE'}" for option in chosen.options if option.required
+        )
+        raise ArgenError(f"--sampler {chosen.name} needs {needed}")
+    return options

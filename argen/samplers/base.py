@@ -1,0 +1,252 @@
+"""What every sampler shares: its registry entry, the request it checks, and one step of decoding.
+
+A sampler is a function ``generate(model, order, tokenizer, *, labels, batch_size, cfg_scale, cfg_schedule,
+temperature, top_k, top_p, generator, callback, **its_options) -> GenerationOutput`` registered with
+``@register_sampler(SamplerInfo(...))``: the info says what it needs of an order (capabilities, never names) and
+which options it takes, which is all the CLI (flags, ``sampler_options``), `argen.Pipeline` (required options,
+model options) and `argen eval` need to offer it. `SAMPLERS` discovers every module of this folder, so a new
+sampler is one new file.
+
+Legend: B batch, L sequence, V vocabulary, S steps, T_s targets of step s; "rows" are B, or 2B under
+classifier-free guidance (conditional then null class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from argen.errors import ArgenError
+from argen.orders import ORDERS, Layout, Order
+from argen.registry import DEFAULT_RANK, Registry, listing
+from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, check_sampling, guide, sample
+
+
+@dataclass
+class GenerationOutput:
+    """ids: one (B, h, w) grid per tokenizer grid; forward_passes: model calls made for the batch; passes_by_model:
+    for samplers that call several models (collaborative decoding), those calls per model, e.g. ``{"drafter": 3,
+    "refiner": 3}``, else None."""
+
+    ids: list[Tensor]
+    forward_passes: int
+    passes_by_model: dict[str, int] | None = None
+
+
+@dataclass(frozen=True)
+class SamplerOption:
+    """One keyword a sampler takes beyond the shared ones, offered on the command line as ``--keyword-with-dashes``.
+
+    ``model``: the value names another model directory (or an `argen.Pipeline`); the pipeline loads it, checks it
+    shares the order and tokenizer, and passes its transformer in.
+    """
+
+    keyword: str
+    type: Callable[[str], Any] = str
+    metavar: str | None = None
+    help: str = ""
+    required: bool = False
+    model: bool = False
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.keyword.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class SamplerInfo:
+    """A sampler's metadata. ``needs``: order capabilities (attributes of `argen.orders.Order`) and the value each
+    must have, e.g. ``{"single_grid": True}``; an order supports the sampler iff it has them all."""
+
+    name: str
+    method: str  # what it is, in a few words ("speculative Jacobi decoding")
+    help: str  # the rest of its line in `--sampler` help ("the same distribution in fewer passes")
+    paper: str = ""
+    arxiv: str = ""
+    needs: dict[str, Any] = field(default_factory=dict)
+    options: tuple[SamplerOption, ...] = ()
+    rank: int = DEFAULT_RANK
+
+    def supports(self, order: Order | type[Order]) -> bool:
+        return all(getattr(order, key, None) == value for key, value in self.needs.items())
+
+    def supported_orders(self) -> list[str]:
+        """The registered orders this sampler works with."""
+        return [name for name, order in ORDERS.items() if self.supports(order)]
+
+    def check_supports(self, order: Order) -> None:
+        """ArgenError, naming the orders that fit, unless ``order`` has the capabilities this sampler needs."""
+        if not self.supports(order):
+            fits = self.supported_orders()
+            raise ArgenError(
+                f"{self.method} works with the {listing(fits) if fits else 'no registered'} order"
+                f"{'s' if len(fits) != 1 else ''}, not {order.name!r}: use the 'ar' sampler for it"
+            )
+
+
+SAMPLERS: Registry[Callable[..., GenerationOutput]] = Registry("sampler", "argen.samplers")
+
+
+def register_sampler(info: SamplerInfo) -> Callable[[Callable[..., GenerationOutput]], Callable[..., GenerationOutput]]:
+    """Function decorator: make the sampler available as ``sampler=info.name`` and ``--sampler NAME`` everywhere."""
+
+    def register(generate: Callable[..., GenerationOutput]) -> Callable[..., GenerationOutput]:
+        return SAMPLERS.add(info.name, generate, rank=info.rank, info=info)
+
+    return register
+
+
+def prepare_labels(
+    model: Any,
+    labels: Tensor | None,
+    *,
+    batch_size: int | None,
+    cfg_scale: float,
+    cfg_schedule: str,
+    device: torch.device,
+) -> tuple[Tensor | None, int, bool]:
+    """Check the labels and guidance and return (labels, B, guided).
+
+    With guidance the labels come back doubled, (2B,) conditional then null class, because classifier-free guidance
+    runs both halves in one batch (LlamaGen, VAR).
+    """
+    if labels is not None:
+        labels = labels.to(device=device, dtype=torch.long)
+        if labels.dim() != 1 or (batch_size is not None and batch_size != labels.shape[0]):
+            raise ArgenError(f"labels must be a (B,) tensor matching batch_size, got {tuple(labels.shape)}")
+        batch_size = labels.shape[0]
+    if batch_size is None or batch_size < 1:
+        raise ArgenError("give labels (B,) or, for unconditional sampling, batch_size")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
+    guided = cfg_scale != 1.0
+    if guided and (labels is None or model.config.num_classes == 0):
+        raise ArgenError("classifier-free guidance needs a class-conditional model and labels: use cfg_scale=1")
+    if guided:
+        labels = torch.cat([labels, torch.full_like(labels, model.config.num_classes)])  # (2B,) cond then null
+    return labels, batch_size, guided
+
+
+@dataclass
+class Request:
+    """One checked generation request: the order's layout, the (possibly doubled) labels, guidance and sampling."""
+
+    layout: Layout
+    device: torch.device
+    labels: Tensor | None  # (rows,)
+    batch_size: int
+    guided: bool
+    cfg_scale: float
+    cfg_schedule: str
+    temperature: float
+    top_k: int
+    top_p: float
+    generator: torch.Generator | None
+
+    @property
+    def rows(self) -> int:
+        return 2 * self.batch_size if self.guided else self.batch_size
+
+    def empty_ids(self) -> list[Tensor]:
+        """Zero grids, one (B, h, w) per tokenizer grid, for the sampler to fill step by step."""
+        return [
+            torch.zeros(self.batch_size, h, w, dtype=torch.long, device=self.device) for h, w in self.layout.grid_shapes
+        ]
+
+
+def prepare_request(
+    model: Any,
+    order: Order,
+    tokenizer: Any,
+    *,
+    labels: Tensor | None,
+    batch_size: int | None,
+    cfg_scale: float,
+    cfg_schedule: str,
+    temperature: float,
+    top_k: int,
+    top_p: float,
+    generator: torch.Generator | None,
+) -> Request:
+    """Check what every sampler is asked (model against order and tokenizer, labels, guidance, sampling settings)."""
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    layout = order.layout(tokenizer.grid_shapes)
+    order.check_model(model.config, tokenizer)
+    device = next(model.parameters()).device
+    labels, batch_size, guided = prepare_labels(
+        model, labels, batch_size=batch_size, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule, device=device
+    )
+    return Request(
+        layout=layout, device=device, labels=labels, batch_size=batch_size, guided=guided, cfg_scale=cfg_scale,
+        cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+    )  # fmt: skip
+
+
+@contextmanager
+def evaluation(*models: torch.nn.Module) -> Iterator[None]:
+    """The models in eval mode (class dropout and dropout are for training only), their modes restored after."""
+    modes = [model.training for model in models]
+    for model in models:
+        model.eval()
+    try:
+        yield
+    finally:
+        for model, mode in zip(models, modes):
+            model.train(mode)
+
+
+def feed(
+    model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], *, first: int, last: int, cache: Any
+) -> Tensor:
+    """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (rows, L', ...)."""
+    inputs = torch.cat([order.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)], dim=1)
+    index = torch.cat(request.layout.inputs_of_step[first : last + 1])
+    if request.guided:
+        inputs = torch.cat([inputs, inputs])
+    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache)
+
+
+def step_logits(order: Order, request: Request, outputs: Tensor, step: int) -> Tensor:
+    """The outputs of ``step``'s positions → its targets' logits (B, T_s, V), guided at the step's scale."""
+    logits = order.logits(outputs, request.layout, step)  # (rows, T_s, V)
+    if request.guided:
+        cond, uncond = logits.chunk(2)
+        num_steps = request.layout.num_steps
+        logits = guide(
+            cond, uncond, cfg_scale_at(step, num_steps, cfg_scale=request.cfg_scale, schedule=request.cfg_schedule)
+        )
+    return logits
+
+
+def decode_step(
+    model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], step: int, *, first: int, cache: Any
+) -> list[Tensor]:
+    """Plain decoding of one step: feed steps ``first`` .. ``step``, sample the step's targets, scatter them in."""
+    outputs = feed(model, order, tokenizer, request, ids, first=first, last=step, cache=cache)
+    outputs = outputs[:, -len(request.layout.inputs_of_step[step]) :]  # this step's positions
+    logits = step_logits(order, request, outputs, step)
+    sampled = sample(
+        logits, temperature=request.temperature, top_k=request.top_k, top_p=request.top_p, generator=request.generator
+    )
+    return order.scatter(ids, step, sampled)
+
+
+__all__ = [
+    "SAMPLERS",
+    "GenerationOutput",
+    "Request",
+    "SamplerInfo",
+    "SamplerOption",
+    "decode_step",
+    "evaluation",
+    "feed",
+    "prepare_labels",
+    "prepare_request",
+    "register_sampler",
+    "step_logits",
+]

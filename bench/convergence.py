@@ -1,0 +1,216 @@
+"""The four orders on equal terms: learning curves, a sampling-settings sweep, and the final table.
+
+    OMP_NUM_THREADS=1 python bench/convergence.py curves --runs runs/fashion-mnist --out runs/convergence
+    OMP_NUM_THREADS=1 python bench/convergence.py sweep  --runs runs/fashion-mnist --out runs/convergence
+    OMP_NUM_THREADS=1 python bench/convergence.py final  --runs runs/fashion-mnist --out runs/convergence
+
+The runs are the recipes in configs/fashion-mnist/{raster,scale,frequency,neighbor}.toml and
+configs/fashion-mnist/seed1/{scale,frequency}.toml (`argen train --config FILE`); each keeps a copy of its weights
+every 700 steps (`--keep-every`, RUN/snapshots/step-N).
+
+- ``curves``: FID and class accuracy of 2 000 samples (classes balanced, seed 0, guidance 2, batch 100) of every
+  snapshot against the 60 000 training images, with the epoch and the CPU-minutes of training it took (the
+  trainer's own ``elapsed_seconds``, one thread). Writes OUT/curves.json, OUT/curves.md and OUT/curves.png.
+- ``sweep``: each final model's sampling settings — guidance scale × top-k — scored by FID of 2 000 samples against
+  the 10 000 *test* images (held out from training and from the final table's reference); the best is written to
+  RUN/sampling.json, which `argen sample`, `argen eval`, `argen demo` and `Pipeline` use when the caller gives no
+  setting of their own. Writes OUT/sweep.json and OUT/sweep.md.
+- ``final``: 10 000 samples per run at its recommended settings against the training images, with the spectral
+  metrics. Writes OUT/final.json and OUT/final.md.
+
+Every evaluation is cached in OUT/cache/ under the model's weight fingerprint and the settings, so a rerun only
+evaluates what changed. Speed is not measured here (the machine was shared with the trainings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+RUNS = ["raster", "neighbor", "scale", "frequency", "seed1/scale", "seed1/frequency", "long/raster"]
+CURVE_SETTINGS = {"cfg_scale": 2.0}
+SWEEP_GUIDANCE = (1.5, 2.0, 3.0)
+SWEEP_TOP_K = (0, 100)  # 0 = the whole vocabulary
+
+
+def fingerprint(model: Path) -> str:
+    digest = hashlib.sha256()
+    for part in ("generator", "tokenizer"):
+        digest.update((model / part / "model.safetensors").read_bytes())
+    return digest.hexdigest()[:16]
+
+
+class Evaluator:
+    """`argen eval` in one process: the classifier and both references are loaded once for all models."""
+
+    def __init__(self, arguments: argparse.Namespace):
+        from argen.evaluate import load_evaluation_classifier, reference_features
+
+        self.arguments = arguments
+        self.cache = Path(arguments.out) / "cache"
+        self.cache.mkdir(parents=True, exist_ok=True)
+        self.classifier, _ = load_evaluation_classifier(arguments.classifier)
+        self.references = {
+            split: reference_features(self.classifier, "fashion-mnist", split=split, progress=False)
+            for split in ("train", "test")
+        }
+
+    def __call__(self, model: Path, *, num: int, reference: str = "train", **settings) -> dict:
+        from argen.evaluate import evaluate_generator
+
+        key = json.dumps({"model": fingerprint(model), "num": num, "reference": reference, **settings}, sort_keys=True)
+        path = self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        print(f"evaluating {model} on {num} samples {settings} against {reference}", flush=True)
+        results = evaluate_generator(
+            classifier=self.arguments.classifier,
+            data="fashion-mnist",
+            model=model,
+            num_images=num,
+            reference_split=reference,
+            reference=self.references[reference],
+            batch_size=100,
+            seed=0,
+            progress=False,
+            **settings,
+        )
+        path.write_text(json.dumps(results, indent=2) + "\n")
+        return results
+
+
+def trained_runs(root: Path) -> list[tuple[str, Path]]:
+    return [(name, root / name) for name in RUNS if (root / name / "generator" / "config.json").is_file()]
+
+
+def training_log(run: Path) -> dict[int, dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines() if (run / "metrics.jsonl").is_file() else []
+    return {record["step"]: record for record in map(json.loads, lines)}
+
+
+def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
+    rows = []
+    for name, run in trained_runs(Path(arguments.runs)):
+        log = training_log(run)
+        snapshots = sorted((run / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
+        for snapshot in snapshots:
+            step = int(snapshot.name.split("-")[1])
+            results = evaluate(snapshot, num=2000, **CURVE_SETTINGS)
+            record = log.get(step, {})
+            rows.append(
+                {
+                    "run": name,
+                    "step": step,
+                    "epoch": record.get("epoch"),
+                    "cpu_minutes": record.get("elapsed_seconds", float("nan")) / 60,
+                    "fid": results["fid"],
+                    "class_accuracy": results["class_accuracy"],
+                }
+            )
+    out = Path(arguments.out)
+    (out / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "| run | step | epoch | CPU-minutes | FID (2 000) ↓ | class accuracy ↑ |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {row['run']} | {row['step']} | {row['epoch']:.2f} | {row['cpu_minutes']:.1f} | {row['fid']:.3f} | "
+        f"{row['class_accuracy']:.1%} |"
+        for row in rows
+    ]
+    (out / "curves.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot_curves(rows, out / "curves.png")
+
+
+def plot_curves(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
+    for name in dict.fromkeys(row["run"] for row in rows):
+        points = [row for row in rows if row["run"] == name]
+        style = "--" if name.startswith("seed1/") else "-"
+        for axis, key in zip(axes, ("epoch", "cpu_minutes")):
+            axis.plot([p[key] for p in points], [p["fid"] for p in points], style, marker="o", label=name)
+    axes[0].set_xlabel("training epochs")
+    axes[1].set_xlabel("CPU-minutes of training (one thread)")
+    axes[0].set_ylabel("FID, 2 000 samples, guidance 2 ↓")
+    for axis in axes:
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    print(f"wrote {path}")
+
+
+def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
+    table = {}
+    for name, run in trained_runs(Path(arguments.runs)):
+        scores = []
+        for cfg_scale in SWEEP_GUIDANCE:
+            for top_k in SWEEP_TOP_K:
+                results = evaluate(run, num=2000, reference="test", cfg_scale=cfg_scale, top_k=top_k)
+                scores.append({"cfg_scale": cfg_scale, "top_k": top_k, "fid": results["fid"],
+                               "class_accuracy": results["class_accuracy"]})  # fmt: skip
+        best = min(scores, key=lambda score: score["fid"])
+        recommended = {"cfg_scale": best["cfg_scale"], "top_k": best["top_k"]}
+        document = {
+            "recommended": recommended,
+            "chosen_by": "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images, "
+            f"guidance {list(SWEEP_GUIDANCE)} × top-k {list(SWEEP_TOP_K)} (bench/convergence.py sweep)",
+        }
+        (run / "sampling.json").write_text(json.dumps(document, indent=2) + "\n")
+        table[name] = {"scores": scores, "recommended": recommended}
+    out = Path(arguments.out)
+    (out / "sweep.json").write_text(json.dumps(table, indent=2) + "\n")
+    header = " | ".join(f"cfg {g}, top-k {k or 'all'}" for g in SWEEP_GUIDANCE for k in SWEEP_TOP_K)
+    lines = [f"| run | {header} | chosen |", "|---|" + "---|" * (len(SWEEP_GUIDANCE) * len(SWEEP_TOP_K) + 1)]
+    for name, entry in table.items():
+        cells = " | ".join(f"{score['fid']:.3f} ({score['class_accuracy']:.0%})" for score in entry["scores"])
+        chosen = entry["recommended"]
+        lines.append(f"| {name} | {cells} | cfg {chosen['cfg_scale']}, top-k {chosen['top_k'] or 'all'} |")
+    (out / "sweep.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
+    table = {}
+    for name, run in trained_runs(Path(arguments.runs)):
+        chosen = run / "sampling.json"
+        settings = json.loads(chosen.read_text())["recommended"] if chosen.is_file() else dict(CURVE_SETTINGS)
+        table[name] = {"settings": settings, **evaluate(run, num=10000, **settings)}
+    out = Path(arguments.out)
+    (out / "final.json").write_text(json.dumps(table, indent=2) + "\n")
+    columns = ["fid", "class_accuracy", "precision", "recall", "energy_ratio_low", "energy_ratio_mid",
+               "energy_ratio_high", "frequency_keep_score"]  # fmt: skip
+    lines = ["| run | settings | " + " | ".join(columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for name, entry in table.items():
+        settings = entry["settings"]
+        cells = " | ".join(
+            f"{entry[key]:.1%}" if key == "class_accuracy" else f"{entry[key]:.3f}" for key in columns if key in entry
+        )
+        lines.append(f"| {name} | cfg {settings.get('cfg_scale')}, top-k {settings.get('top_k') or 'all'} | {cells} |")
+    (out / "final.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("curves", "sweep", "final"))
+    parser.add_argument("--runs", default="runs/fashion-mnist", help="folder holding the run directories")
+    parser.add_argument("--out", default="runs/convergence")
+    parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
+    arguments = parser.parse_args(argv)
+    evaluate = Evaluator(arguments)
+    {"curves": curves, "sweep": sweep, "final": final}[arguments.what](arguments, evaluate)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
