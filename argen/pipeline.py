@@ -303,6 +303,59 @@ class Pipeline:
             passes_by_model=result.passes_by_model,
         )
 
+    @torch.no_grad()
+    def edit(
+        self,
+        images,
+        masks,
+        labels,
+        *,
+        keep_steps: int | None = None,
+        paste_back: bool = True,
+        cfg_scale: float | None = None,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        return_intermediates: bool = False,
+        num: int = 1,
+        **options,
+    ) -> PipelineOutput:
+        """Inpaint, outpaint or class-edit ``images`` (PIL images, or uint8 (B, C, H, W)); see `argen.samplers.editing`.
+
+        ``masks``: PIL "L" images or bool (B, H, W), white / True = regenerate (None: everything). ``labels``: one
+        class (index or name) for all images, one per image, or None (the null class). ``keep_steps`` K keeps the
+        first K steps of the image and regenerates the rest under ``labels`` (class editing). Outside the mask the
+        output equals the input exactly unless ``paste_back=False``. ``num`` edits per image, image-major. Further
+        options: ``fill`` ("smooth" or "keep"), ``known_tokens`` ("requantized" or "encoded"), ``particles``
+        (sequential Monte Carlo), ``cfg_schedule``. A sampling setting left at None (the default for each) takes the
+        model's recommended value (`sampling_settings`), as in `__call__`.
+        """
+        from argen.samplers.editing import as_images, as_masks, edit_images
+
+        pixels = as_images(images, channels=self.tokenizer.config.channels)
+        masks = as_masks(masks, batch=pixels.shape[0], height=pixels.shape[-2], width=pixels.shape[-1])
+        if labels is not None and not isinstance(labels, torch.Tensor):
+            listed = labels if isinstance(labels, (list, tuple)) else [labels]
+            labels = torch.tensor([self.class_index(label) for label in listed], dtype=torch.long)
+        settings = self.sampling_settings(
+            cfg_scale=cfg_scale, cfg_schedule=options.pop("cfg_schedule", None), temperature=temperature,
+            top_k=top_k, top_p=top_p,
+        )  # fmt: skip
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(seed if seed is not None else torch.seed())
+        result = edit_images(
+            self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
+            paste_back=paste_back, num=num, **settings, generator=generator,
+            return_intermediates=return_intermediates, **options,
+        )  # fmt: skip
+        steps = result.intermediate_pixels
+        return PipelineOutput(
+            images=to_pil(result.pixels), ids=result.ids, labels=result.labels, forward_passes=result.forward_passes,
+            pixels=result.pixels, intermediates=[to_pil(step) for step in steps] if steps is not None else None,
+            intermediate_pixels=steps,
+        )  # fmt: skip
+
     def generate_batched(
         self,
         labels: torch.Tensor | None,
