@@ -11,7 +11,7 @@ every 700 steps (`--keep-every`, RUN/snapshots/step-N).
 - ``curves``: FID and class accuracy of 2 000 samples (classes balanced, seed 0, guidance 2, batch 100) of every
   snapshot against the 60 000 training images, with the epoch and the CPU-minutes of training it took (the
   trainer's own ``elapsed_seconds``, one thread). Writes OUT/curves.json, OUT/curves.md and OUT/curves.png.
-- ``sweep``: each final model's sampling settings — guidance scale × top-k — scored by FID of 2 000 samples against
+- ``sweep``: each seed-0 model's sampling settings — guidance scale × top-k — scored by FID of 2 000 samples against
   the 10 000 *test* images (held out from training and from the final table's reference); the best is written to
   RUN/sampling.json, which `argen sample`, `argen eval`, `argen demo` and `Pipeline` use when the caller gives no
   setting of their own. Writes OUT/sweep.json and OUT/sweep.md.
@@ -32,8 +32,9 @@ from pathlib import Path
 
 RUNS = ["raster", "neighbor", "scale", "frequency", "seed1/scale", "seed1/frequency", "long/raster"]
 CURVE_SETTINGS = {"cfg_scale": 2.0}
-SWEEP_GUIDANCE = (1.5, 2.0, 3.0)
-SWEEP_TOP_K = (0, 100)  # 0 = the whole vocabulary
+# Guidance 1.5 / 2 / 3 over the whole vocabulary, and top-k 100 at guidance 2 (top-k 0 = the whole vocabulary).
+SWEEP = [{"cfg_scale": 1.5, "top_k": 0}, {"cfg_scale": 2.0, "top_k": 0}, {"cfg_scale": 3.0, "top_k": 0},
+         {"cfg_scale": 2.0, "top_k": 100}]  # fmt: skip
 
 
 def fingerprint(model: Path) -> str:
@@ -153,25 +154,25 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     table = {}
     for name, run in trained_runs(Path(arguments.runs)):
+        if "/" in name:
+            continue  # a second seed or a longer run samples with its seed-0 order's settings (see `final`)
         scores = []
-        for cfg_scale in SWEEP_GUIDANCE:
-            for top_k in SWEEP_TOP_K:
-                results = evaluate(run, num=2000, reference="test", cfg_scale=cfg_scale, top_k=top_k)
-                scores.append({"cfg_scale": cfg_scale, "top_k": top_k, "fid": results["fid"],
-                               "class_accuracy": results["class_accuracy"]})  # fmt: skip
+        for settings in SWEEP:
+            results = evaluate(run, num=2000, reference="test", **settings)
+            scores.append({**settings, "fid": results["fid"], "class_accuracy": results["class_accuracy"]})
         best = min(scores, key=lambda score: score["fid"])
         recommended = {"cfg_scale": best["cfg_scale"], "top_k": best["top_k"]}
         document = {
             "recommended": recommended,
             "chosen_by": "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images, "
-            f"guidance {list(SWEEP_GUIDANCE)} × top-k {list(SWEEP_TOP_K)} (bench/convergence.py sweep)",
+            f"among {SWEEP} (bench/convergence.py sweep)",
         }
         (run / "sampling.json").write_text(json.dumps(document, indent=2) + "\n")
         table[name] = {"scores": scores, "recommended": recommended}
     out = Path(arguments.out)
     (out / "sweep.json").write_text(json.dumps(table, indent=2) + "\n")
-    header = " | ".join(f"cfg {g}, top-k {k or 'all'}" for g in SWEEP_GUIDANCE for k in SWEEP_TOP_K)
-    lines = [f"| run | {header} | chosen |", "|---|" + "---|" * (len(SWEEP_GUIDANCE) * len(SWEEP_TOP_K) + 1)]
+    header = " | ".join(f"cfg {settings['cfg_scale']}, top-k {settings['top_k'] or 'all'}" for settings in SWEEP)
+    lines = [f"| run | {header} | chosen |", "|---|" + "---|" * (len(SWEEP) + 1)]
     for name, entry in table.items():
         cells = " | ".join(f"{score['fid']:.3f} ({score['class_accuracy']:.0%})" for score in entry["scores"])
         chosen = entry["recommended"]
@@ -183,7 +184,7 @@ def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
 def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     table = {}
     for name, run in trained_runs(Path(arguments.runs)):
-        chosen = run / "sampling.json"
+        chosen = Path(arguments.runs) / name.split("/")[-1] / "sampling.json"  # seed1/scale uses scale's
         settings = json.loads(chosen.read_text())["recommended"] if chosen.is_file() else dict(CURVE_SETTINGS)
         table[name] = {"settings": settings, **evaluate(run, num=10000, **settings)}
     out = Path(arguments.out)
