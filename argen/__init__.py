@@ -9,11 +9,13 @@ The data flow, one module per arrow:
 5. ``argen.samplers``: logits → ids, step by step with a KV cache.
 6. ``argen.pipeline``: the whole chain; ``Pipeline.from_pretrained(dir)``.
 7. ``argen.metrics``: numbers.
+
+``argen.compress`` / ``argen.decompress`` (`argen.codec`) use a model as an entropy model for images.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["Pipeline", "__version__"]
+__all__ = ["Pipeline", "__version__", "compress", "decompress"]
 
 
 def __getattr__(name: str):
@@ -22,4 +24,8 @@ def __getattr__(name: str):
         from argen.pipeline import Pipeline
 
         return Pipeline
+    if name in ("compress", "decompress"):
+        from argen import codec
+
+        return getattr(codec, name)
     raise AttributeError(f"module 'argen' has no attribute {name!r}")

@@ -697,6 +697,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_sampling_arguments(evaluate)
     add_sampler_arguments(evaluate)
     evaluate.set_defaults(handler=command_eval, batch_size=100)
+
+    from argen.commands import compress, decompress, train_residual  # command modules (argen/commands/)
+
+    for module in (compress, decompress, train_residual):
+        subparser = commands.add_parser(module.NAME, parents=[common], help=module.HELP, description=module.DESCRIPTION)
+        module.add_arguments(subparser)
+        subparser.set_defaults(handler=module.run)
     return parser
 
 
