@@ -257,7 +257,7 @@ def _check_header(header: dict[str, Any]) -> None:
         raise ValueError("checks")
     fingerprints = header["model"]["fingerprints"]
     str(header["model"]["directory"]), str(fingerprints["tokenizer"]), str(fingerprints["generator"])
-    int(header["token_streams"]), int(header["num_steps"]), str(header["class_prior"])
+    int(header["token_streams"]), str(header["class_prior"])
     if len(header["streams"]) != header["token_streams"] + (header["mode"] == "lossless"):
         raise ValueError("streams")
     names = header["names"]
@@ -575,28 +575,20 @@ class Codec:
             checks.append(block_checks)
         payloads = streams.payloads()
         seconds = time.perf_counter() - start
+        model: dict[str, Any] = {"directory": str(self.directory.resolve()), "fingerprints": dict(self.fingerprints)}
+        if lossless:
+            model["residual_directory"] = str(self.residual_directory.resolve())
+        # The quantization constants (LOG2_STEPS, WEIGHT_BITS, CODER_PRECISION) belong to format version 1.
         header = {
-            "format": "argen-compressed",
             "mode": "lossless" if lossless else "lossy",
             "order": self.order.name,
-            "model": {
-                "directory": str(self.directory.resolve()),
-                "fingerprints": dict(self.fingerprints),
-                "residual_directory": str(self.residual_directory.resolve()) if lossless else None,
-            },
+            "model": model,
             "class_prior": class_prior if self.num_classes else "none",
             "block_size": block_size,
             "count": count,
             "shape": list(self.shape),
             "names": encode_names(names),
             "token_streams": self.token_streams,
-            "num_steps": self.layout.num_steps,
-            "coder": {
-                "name": "constriction.RangeEncoder",
-                "precision": CODER_PRECISION,
-                "log2_steps": LOG2_STEPS,
-                "weight_bits": WEIGHT_BITS,
-            },
             "environment": _environment(self.device),
             "checks": checks,
             **(extra or {}),
