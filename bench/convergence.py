@@ -32,6 +32,7 @@ from pathlib import Path
 
 RUNS = ["raster", "neighbor", "scale", "frequency", "seed1/scale", "seed1/frequency", "long/raster"]
 CURVE_SETTINGS = {"cfg_scale": 2.0}
+CURVE_RUNS = [name for name in RUNS if not name.startswith("seed1/")]  # second seeds: final points only (CPU budget)
 # Guidance 1.5 / 2 / 3 over the whole vocabulary, and top-k 100 at guidance 2 (top-k 0 = the whole vocabulary).
 SWEEP = [{"cfg_scale": 1.5, "top_k": 0}, {"cfg_scale": 2.0, "top_k": 0}, {"cfg_scale": 3.0, "top_k": 0},
          {"cfg_scale": 2.0, "top_k": 100}]  # fmt: skip
@@ -83,8 +84,14 @@ class Evaluator:
         return results
 
 
-def trained_runs(root: Path) -> list[tuple[str, Path]]:
-    return [(name, root / name) for name in RUNS if (root / name / "generator" / "config.json").is_file()]
+def trained_runs(root: Path, *, names: list[str] | None = None) -> list[tuple[str, Path]]:
+    """The runs that finished training (a run still going is skipped, so this can be rerun as runs finish)."""
+    finished = []
+    for name in names or RUNS:
+        config = root / name / "generator" / "config.json"
+        if config.is_file() and json.loads(config.read_text()).get("extra", {}).get("complete"):
+            finished.append((name, root / name))
+    return finished
 
 
 def training_log(run: Path) -> dict[int, dict]:
@@ -94,7 +101,7 @@ def training_log(run: Path) -> dict[int, dict]:
 
 def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     rows = []
-    for name, run in trained_runs(Path(arguments.runs)):
+    for name, run in trained_runs(Path(arguments.runs), names=arguments.only or CURVE_RUNS):
         log = training_log(run)
         snapshots = sorted((run / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
         for snapshot in snapshots:
@@ -208,6 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/fashion-mnist", help="folder holding the run directories")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
+    parser.add_argument("--only", type=lambda text: text.split(","), help="curves: these runs only, e.g. raster,scale")
     arguments = parser.parse_args(argv)
     evaluate = Evaluator(arguments)
     {"curves": curves, "sweep": sweep, "final": final}[arguments.what](arguments, evaluate)
