@@ -219,6 +219,38 @@ def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         lines.append(f"| {name} | cfg {settings.get('cfg_scale')}, top-k {settings.get('top_k') or 'all'} | {cells} |")
     (out / "final.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
+    if arguments.results:
+        write_shipped_results(arguments, table)
+
+
+# Which run each shipped model directory (checkpoints/fashion-mnist/ORDER) was exported from.
+SHIPPED = {"raster": "long/raster", "scale": "scale", "frequency": "frequency", "neighbor": "neighbor"}
+
+
+def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
+    """CHECKPOINTS/results.json in `argen bench`'s format (what `argen demo` shows), from the final evaluations of
+    the runs the shipped models came from; the real-images row is kept from the file already there."""
+    path = Path(arguments.results)
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    orders = {}
+    for order, name in SHIPPED.items():
+        if name not in table:
+            continue
+        entry = {key: value for key, value in table[name].items() if key != "radial_power_spectrum"}
+        run = Path(arguments.runs) / RUNS[name]
+        entry["training"] = {"steps": json.loads((run / "generator" / "config.json").read_text())["extra"]["step"]}
+        orders[order] = entry
+    document = {
+        "data": "fashion-mnist",
+        "command": "python bench/convergence.py final --results checkpoints/fashion-mnist/results.json",
+        "num_images": 10000,
+        "cfg_scale": None,  # each model at its own recommended settings (sampling.json)
+        "classifier": arguments.classifier,
+        "real": previous.get("real"),
+        "orders": orders,
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -227,6 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", default="runs/fashion-mnist", help="folder holding the run directories")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
+    parser.add_argument("--results", help="final: also write this results.json (argen bench's format) for the demo")
     parser.add_argument("--only", type=lambda text: text.split(","), help="curves: these runs only, e.g. raster,scale")
     arguments = parser.parse_args(argv)
     evaluate = Evaluator(arguments)
