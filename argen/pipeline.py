@@ -291,7 +291,9 @@ class Pipeline:
             labels=labels, batch_size=None if labels is not None else num_images,
             **settings, generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
         )  # fmt: skip
-        pixels = float_to_images(self.tokenizer.decode(result.ids))
+        latent = getattr(result, "latent", None)  # the sampler's running latent: decoding recomposes nothing
+        decoded = self.tokenizer.decode_latent(latent) if latent is not None else self.tokenizer.decode(result.ids)
+        pixels = float_to_images(decoded)
         return PipelineOutput(
             images=to_pil(pixels),
             ids=result.ids,

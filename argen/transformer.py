@@ -26,6 +26,7 @@ The model holds no sampling state: a sampler creates a cache with `Transformer.n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,12 @@ PRESETS: dict[str, dict[str, int | float]] = {
 }
 
 
+def _same_labels(first: Tensor | None, second: Tensor | None) -> bool:
+    if first is None or second is None:
+        return first is None and second is None
+    return first.shape == second.shape and bool(torch.equal(first, second.to(first.device)))
+
+
 def preset_config(name: str, **fields: int | float | bool) -> TransformerConfig:
     """The config of preset ``name`` with ``fields`` set (typically num_classes and order.model_settings(...))."""
     if name not in PRESETS:
@@ -103,6 +110,10 @@ class KVCache:
 
     Preallocated for ``capacity`` positions; a forward pass writes its positions after the cached ones and then
     advances ``length``. `rollback` forgets everything after a given length (speculative decoding needs it).
+
+    A cache lives for one generation, so it also holds what the transformer computes once per generation rather
+    than once per call (``memo``: the class conditioning and AdaLN modulations, the position embeddings), and a host
+    copy of the cached steps, so that deciding whether a call needs an attention mask never waits for the device.
     """
 
     def __init__(
@@ -120,7 +131,9 @@ class KVCache:
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.steps = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.host_steps = torch.zeros(capacity, dtype=torch.long)
         self.length = 0
+        self.memo: dict[str, object] = {}
 
     @property
     def batch(self) -> int:
@@ -141,11 +154,18 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
-    def advance(self, steps: Tensor) -> None:
-        """Commit the positions just written by every layer, with their steps (n,)."""
+    def advance(self, steps: Tensor, host_steps: Tensor | None = None) -> None:
+        """Commit the positions just written by every layer, with their steps (n,) (``host_steps``: the same on the
+        CPU, when the caller has them, which saves a device-to-host copy)."""
         end = self.length + steps.numel()
         self.steps[self.length : end] = steps
+        self.host_steps[self.length : end] = steps.cpu() if host_steps is None else host_steps
         self.length = end
+
+    @property
+    def last_step(self) -> int:
+        """The step of the newest cached position (steps never decrease along a layout), -1 when empty."""
+        return int(self.host_steps[self.length - 1]) if self.length else -1
 
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached positions and forget the rest."""
@@ -161,8 +181,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width)) if affine else None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return x if self.weight is None else x * self.weight
+        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)
 
 
 class Attention(nn.Module):
@@ -172,7 +191,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.proj = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
@@ -206,17 +225,29 @@ class Block(nn.Module):
         self.modulation = nn.Linear(config.width, 6 * config.width) if config.adaln else None
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, condition: Tensor | None, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
+        """silu(class embedding) (B, D) → the six (B, 1, D) AdaLN terms of `forward` (gates as 1 + g, scales as
+        1 + s); None without AdaLN. Depends on the class only, so a generation computes it once."""
         if self.modulation is None:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask, cache, layer))
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+            return None
         # VAR's AdaLNSelfAttn; gates are 1 + g rather than g, so that the zero-initialised modulation starts as a
         # plain pre-norm block instead of an identity.
         gate1, gate2, scale1, scale2, shift1, shift2 = self.modulation(condition).unsqueeze(1).chunk(6, dim=-1)
-        h = self.attention(self.attention_norm(x) * (1 + scale1) + shift1, mask, cache, layer)
-        x = x + self.dropout(h) * (1 + gate1)
-        h = self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)
-        return x + self.dropout(h) * (1 + gate2)
+        return 1 + gate1, 1 + gate2, 1 + scale1, 1 + scale2, shift1, shift2
+
+    def forward(
+        self, x: Tensor, terms: tuple[Tensor, ...] | None, mask: Tensor | None, cache: KVCache | None, layer: int
+    ) -> Tensor:
+        """x (B, L, D) → (B, L, D); ``terms`` from `modulate`; ``mask`` (L, K) bool, or None when every key is
+        visible to every query."""
+        if terms is None:
+            x = x + self.dropout(self.attention(self.attention_norm(x), mask, cache, layer))
+            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+        gate1, gate2, scale1, scale2, shift1, shift2 = terms
+        h = self.attention(self.attention_norm(x) * scale1 + shift1, mask, cache, layer)
+        x = x + self.dropout(h) * gate1
+        h = self.mlp(self.mlp_norm(x) * scale2 + shift2)
+        return x + self.dropout(h) * gate2
 
 
 class HeadNorm(nn.Module):
@@ -227,11 +258,18 @@ class HeadNorm(nn.Module):
         self.norm = RMSNorm(config.width, eps=config.norm_eps, affine=not config.adaln)
         self.modulation = nn.Linear(config.width, 2 * config.width) if config.adaln else None
 
-    def forward(self, x: Tensor, condition: Tensor | None) -> Tensor:
+    def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
+        """silu(class embedding) (B, D) → (1 + scale, shift), each (B, 1, D); None without AdaLN."""
         if self.modulation is None:
-            return self.norm(x)
+            return None
         scale, shift = self.modulation(condition).unsqueeze(1).chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale) + shift
+        return 1 + scale, shift
+
+    def forward(self, x: Tensor, terms: tuple[Tensor, ...] | None) -> Tensor:
+        if terms is None:
+            return self.norm(x)
+        scale, shift = terms
+        return self.norm(x) * scale + shift
 
 
 class Transformer(nn.Module):
@@ -335,35 +373,78 @@ class Transformer(nn.Module):
         self._check(inputs, layout)
         batch, length = inputs.shape[:2]
         device = inputs.device
-        if index is None:
-            index = torch.arange(length)
-        index = index.cpu()
-        steps = layout.step_of[index].to(device)
-        is_start = (steps == 0)[None, :, None]  # (1, L, 1)
+        index = torch.arange(length) if index is None else index.cpu()
+        host_steps = layout.step_of[index]  # (L,) on the host: masks and start slots are decided without a sync
+        steps = host_steps.to(device)
+        first_step, last_step = int(host_steps[0]), int(host_steps[-1])
+        condition, block_terms, head_terms, positions = self._context(labels, batch, device, layout, cache)
 
         if config.feature_dim:
-            x = torch.where(is_start, self.start, self.feature_proj(inputs))  # (B, L, D)
+            x = self.feature_proj(inputs)  # (B, L, D)
         else:
             x = self.token_embed(inputs)  # (B, L, D)
-        condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
-        x = x + is_start * condition[:, None, :]
-        x = x + self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
+        if first_step == 0:  # steps never decrease, so only a call that starts at step 0 has start slots
+            is_start = (steps == 0)[None, :, None]  # (1, L, 1)
+            if config.feature_dim:
+                x = torch.where(is_start, self.start, x)
+            x = x + is_start * condition[:, None, :]
+        x = x + positions(index)
 
         if cache is None:
             mask = block_causal_mask(steps)
+        elif first_step == last_step and cache.last_step <= first_step:
+            mask = None  # one step after the cached ones: every query sees every key (SDPA's unmasked kernel)
         else:
             mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
-        modulation = F.silu(condition) if config.adaln else None
         for layer, block in enumerate(self.blocks):
-            x = block(x, modulation, mask, cache, layer)
+            x = block(x, block_terms[layer], mask, cache, layer)
         outputs = []
         for head in range(config.num_heads_out):
             if head > 0:
-                x = self.head_blocks[head - 1](x, modulation, mask, cache, config.depth + head - 1)
-            outputs.append(self.output_heads[head](self.head_norms[head](x, modulation)))
+                x = self.head_blocks[head - 1](
+                    x, block_terms[config.depth + head - 1], mask, cache, config.depth + head - 1
+                )
+            outputs.append(self.output_heads[head](self.head_norms[head](x, head_terms[head])))
         if cache is not None:
-            cache.advance(steps)
+            cache.advance(steps, host_steps)
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
+
+    def _context(
+        self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, cache: KVCache | None
+    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor]]:
+        """What a call needs besides its inputs: the class embedding (B, D), the AdaLN terms of every block and head
+        norm, and a function of the fed positions' indices (L,) → their position embeddings (L, D).
+
+        All of it depends on the labels and the weights only, so during sampling (a cache, no gradients, eval mode)
+        it is computed at the first call and kept in the cache for the rest of the generation: per step that saves
+        the class lookup, depth + heads modulation matmuls and the position-table arithmetic (VAR likewise computes
+        its ``cond_BD`` once per generation).
+        """
+        memoize = cache is not None and not self.training and not torch.is_grad_enabled()
+        if memoize:
+            memo = cache.memo.get("context")
+            # The samplers pass one labels tensor for the whole generation; equal values are checked otherwise.
+            if memo is not None and memo[0] is layout and (memo[1] is labels or _same_labels(memo[2], labels)):
+                return memo[3]
+        condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
+        silu = F.silu(condition) if self.config.adaln else None
+        blocks = [*self.blocks, *self.head_blocks]
+        block_terms = [block.modulate(silu) for block in blocks]
+        head_terms = [norm.modulate(silu) for norm in self.head_norms]
+        if memoize:
+            table = self._position_embedding(layout.positions.to(device), layout.sizes.to(device))  # (L_all, D)
+
+            def positions(index: Tensor) -> Tensor:
+                return table[index.to(device)]
+        else:
+
+            def positions(index: Tensor) -> Tensor:
+                return self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
+
+        context = (condition, block_terms, head_terms, positions)
+        if memoize:
+            cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), context)
+        return context
 
     def _check(self, inputs: Tensor, layout: Layout) -> None:
         config = self.config

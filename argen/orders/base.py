@@ -171,6 +171,11 @@ class Order:
         """Images (B, C, H, W) decoded from what the first ``step`` steps produced (0: nothing, S: everything)."""
         raise NotImplementedError
 
+    def decoding_inputs(self, tokenizer: Any) -> StepInputs:
+        """A fresh `StepInputs` for one generation: what the samplers call instead of `step_inputs` (an order may
+        keep state across the steps of one generation there, as coarse-to-fine orders keep the running latent)."""
+        return StepInputs(self, tokenizer)
+
     def logits(self, outputs: Tensor, layout: Layout, step: int | None = None) -> Tensor:
         """Model outputs → logits of the targets.
 
@@ -280,6 +285,24 @@ class Order:
         if tuple(latent.shape[-2:]) != (h, w):
             raise ArgenError(f"latent {tuple(latent.shape[-2:])} is not on the {h}×{w} grid: cannot mask it per token")
         return tokenizer.decode_latent(latent * keep.expand(batch, 1, h, w))
+
+
+class StepInputs:
+    """The inputs of each inference step during one generation, ``inputs(step, ids)`` = ``order.step_inputs(step,
+    ids, tokenizer)``. Made by `Order.decoding_inputs` per generation; it may assume that the grid cells of steps < s
+    are final once step s has been fed (true of every sampler that feeds it), which lets it keep work across steps.
+    """
+
+    def __init__(self, order: Order, tokenizer: Any) -> None:
+        self.order, self.tokenizer = order, tokenizer
+
+    def __call__(self, step: int, ids: list[Tensor]) -> Tensor:
+        return self.order.step_inputs(step, ids, self.tokenizer)
+
+    def final_latent(self, ids: list[Tensor]) -> Tensor | None:
+        """``tokenizer.compose(ids, S)`` when this object already has most of it (then decoding needs no
+        recomposition), else None."""
+        return None
 
 
 ORDERS: Registry[type[Order]] = Registry("order", "argen.orders")
