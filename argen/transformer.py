@@ -25,6 +25,7 @@ The model holds no sampling state: a sampler creates a cache with `Transformer.n
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -191,12 +192,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.proj = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | tuple | None, layer: int) -> Tensor:
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
-        if cache is not None:
+        if isinstance(cache, KVCache):
             key, value = cache.update(layer, key, value)
+        elif cache is not None:
+            # Compiled decoding: (keys, values, where), the whole preallocated cache written at positions `where`
+            # and attended in full under the mask, so that every call of a given length has the same shapes.
+            keys, values, where = cache
+            keys[layer].index_copy_(2, where, key.to(keys.dtype))
+            values[layer].index_copy_(2, where, value.to(values.dtype))
+            key, value = keys[layer].to(query.dtype), values[layer].to(query.dtype)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))  # (B, L, D)
 
@@ -236,7 +244,12 @@ class Block(nn.Module):
         return 1 + gate1, 1 + gate2, 1 + scale1, 1 + scale2, shift1, shift2
 
     def forward(
-        self, x: Tensor, terms: tuple[Tensor, ...] | None, mask: Tensor | None, cache: KVCache | None, layer: int
+        self,
+        x: Tensor,
+        terms: tuple[Tensor, ...] | None,
+        mask: Tensor | None,
+        cache: KVCache | tuple | None,
+        layer: int,
     ) -> Tensor:
         """x (B, L, D) → (B, L, D); ``terms`` from `modulate`; ``mask`` (L, K) bool, or None when every key is
         visible to every query."""
@@ -296,6 +309,7 @@ class Transformer(nn.Module):
             nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out)
         )
         self._init_weights()
+        self._compiled: Callable | None = None  # set by `compile`
 
     # Parameter names of earlier versions → today's: checkpoints written before the rename still load.
     RENAMED_PREFIXES = {"heads.": "output_heads."}
@@ -337,6 +351,8 @@ class Transformer(nn.Module):
     ) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions."""
         reference = self.class_embed.weight
+        if dtype is None and torch.is_autocast_enabled(reference.device.type):
+            dtype = torch.get_autocast_dtype(reference.device.type)  # keys and values come out of autocast linears
         return KVCache(
             layers=self.num_layers,
             batch=batch,
@@ -390,24 +406,69 @@ class Transformer(nn.Module):
             x = x + is_start * condition[:, None, :]
         x = x + positions(index)
 
+        slots: KVCache | tuple | None = cache
         if cache is None:
             mask = block_causal_mask(steps)
+        elif self._compiled is not None and int(index[0]) == cache.length:
+            slots, mask = self._static_slots(cache, layout, index, host_steps, device)
         elif first_step == last_step and cache.last_step <= first_step:
             mask = None  # one step after the cached ones: every query sees every key (SDPA's unmasked kernel)
         else:
             mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
+        body = self._body if self._compiled is None else self._compiled
+        outputs = body(x, block_terms, head_terms, mask, slots)
+        if cache is not None:
+            cache.advance(steps, host_steps)
+        return outputs
+
+    def _body(
+        self, x: Tensor, block_terms: list, head_terms: list, mask: Tensor | None, cache: KVCache | tuple | None
+    ) -> Tensor:
+        """The blocks and the output heads, (B, L, D) → (B, L, V) or (B, L, H, V): what `compile` compiles."""
+        config = self.config
         for layer, block in enumerate(self.blocks):
             x = block(x, block_terms[layer], mask, cache, layer)
         outputs = []
         for head in range(config.num_heads_out):
             if head > 0:
-                x = self.head_blocks[head - 1](
-                    x, block_terms[config.depth + head - 1], mask, cache, config.depth + head - 1
-                )
+                layer = config.depth + head - 1
+                x = self.head_blocks[head - 1](x, block_terms[layer], mask, cache, layer)
             outputs.append(self.output_heads[head](self.head_norms[head](x, head_terms[head])))
-        if cache is not None:
-            cache.advance(steps, host_steps)
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
+
+    def _static_slots(
+        self, cache: KVCache, layout: Layout, index: Tensor, host_steps: Tensor, device: torch.device
+    ) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+        """The fixed-shape view of ``cache`` for compiled decoding: (keys, values, where) and the (L, capacity) mask
+        over every slot (slot p holds position p; slots at or past the end of this call are masked)."""
+        capacity, end = cache.capacity, cache.length + index.numel()
+        if end > capacity:
+            raise ArgenError(f"KV cache holds {capacity} positions, {end} were fed: make a larger one")
+        slot_steps = torch.full((capacity,), layout.num_steps, dtype=torch.long)
+        known = min(capacity, layout.length)
+        slot_steps[:known] = layout.step_of[:known]
+        mask = (slot_steps[None, :] <= host_steps[:, None]) & (torch.arange(capacity)[None, :] < end)
+        return (cache.keys, cache.values, index.to(device)), mask.to(device)
+
+    def compile(self, enabled: bool = True, **options) -> Transformer:  # noqa: A003 (nn.Module.compile's name)
+        """Compile the blocks and heads with ``torch.compile(**options)`` (inductor by default) for training and
+        sampling; ``enabled=False`` goes back to eager. Returns the model.
+
+        Only the fixed-shape body is compiled: the inputs, the class context and the cache bookkeeping stay in
+        Python. With a KV cache the compiled body attends over the whole preallocated cache under a mask (instead
+        of the cached prefix), so each call length compiles once (one shape for raster, one per scale for
+        next-scale) and CUDA graphs (``mode="reduce-overhead"``) can replay it. Outputs equal eager ones within
+        float rounding, not bit for bit.
+        """
+        if not enabled:
+            self._compiled = None
+            return self
+        import torch._dynamo
+
+        # Decoding compiles one graph per call length (e.g. 6 scales, or an SJD window and its tail).
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self._compiled = torch.compile(self._body, **options)
+        return self
 
     def _context(
         self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, cache: KVCache | None
@@ -489,4 +550,52 @@ class Transformer(nn.Module):
         return self.step_embed(positions[:, 0]) + self.row_embed(rows) + self.col_embed(cols)
 
 
-__all__ = ["PRESETS", "KVCache", "Transformer", "TransformerConfig", "preset_config"]
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """ArgenError unless ``precision`` can run on ``device``."""
+    if precision not in PRECISIONS:
+        raise ArgenError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ArgenError("this GPU has no bfloat16 support: use --precision fp32")
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of ``precision``: nothing for fp32; for bf16, `torch.autocast` in bfloat16 (matmuls
+    and attention in bf16, norms, softmax and losses in fp32; weights stay fp32). Meant for GPUs: on a CPU without
+    native bf16 matmuls it is slower than fp32."""
+    check_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def check_compile() -> None:
+    """ArgenError, in one line, when torch.compile cannot run here (no C compiler for inductor, or an unsupported
+    Python)."""
+    import shutil
+    import sys
+
+    if sys.platform == "win32":
+        raise ArgenError("--compile needs torch.compile's inductor, which this build does not support on Windows")
+    if not any(shutil.which(compiler) for compiler in ("cc", "gcc", "clang", "c++", "g++")):
+        raise ArgenError("--compile needs a C compiler (gcc or clang) for torch.compile's inductor: install one")
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception as error:  # an unsupported Python version fails here
+        raise ArgenError(f"torch.compile does not work in this environment ({error}): run without --compile") from None
+
+
+__all__ = [
+    "PRECISIONS",
+    "PRESETS",
+    "KVCache",
+    "Transformer",
+    "TransformerConfig",
+    "autocast",
+    "check_compile",
+    "check_precision",
+    "preset_config",
+]

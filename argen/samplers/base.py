@@ -228,7 +228,8 @@ def feed(
     index = torch.cat(request.layout.inputs_of_step[first : last + 1])
     if request.guided:
         inputs = torch.cat([inputs, inputs])
-    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache)
+    # Float32 logits under bf16 autocast: guidance and the sampling distributions are computed in full precision.
+    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache).float()
 
 
 def step_logits(order: Order, request: Request, outputs: Tensor, step: int) -> Tensor:

@@ -80,6 +80,23 @@ def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
 
 
+def draw_by_cdf(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(..., V) probabilities (rows need not sum to 1) → (...) ids, by inverting the cumulative distribution with
+    one uniform per row: the distribution of `draw`, at the cost of a cumulative sum instead of V random numbers
+    (`torch.multinomial` draws one exponential per vocabulary entry), but another id for a given seed.
+
+    The cumulative sum is taken in float64, so that rounding cannot hand a zero-probability id an interval: an id
+    with probability 0 has an empty interval [c_{i-1}, c_i) and is never chosen.
+    """
+    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    cumulative = flat.double().cumsum(dim=-1)  # (N, V)
+    total = cumulative[:, -1:]
+    uniform = torch.rand(flat.shape[0], 1, generator=generator, device=flat.device, dtype=torch.float64)
+    # u < total strictly: a product that rounds up to the total would fall past the last interval.
+    point = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, point, right=True).view(probs.shape[:-1])
+
+
 def sample(
     logits: Tensor,
     *,
