@@ -254,13 +254,17 @@ class Block(nn.Module):
         """x (B, L, D) → (B, L, D); ``terms`` from `modulate`; ``mask`` (L, K) bool, or None when every key is
         visible to every query."""
         if terms is None:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask, cache, layer))
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+            x = x + self.drop(self.attention(self.attention_norm(x), mask, cache, layer))
+            return x + self.drop(self.mlp(self.mlp_norm(x)))
         gate1, gate2, scale1, scale2, shift1, shift2 = terms
         h = self.attention(self.attention_norm(x) * scale1 + shift1, mask, cache, layer)
-        x = x + self.dropout(h) * gate1
+        x = x + self.drop(h) * gate1
         h = self.mlp(self.mlp_norm(x) * scale2 + shift2)
-        return x + self.dropout(h) * gate2
+        return x + self.drop(h) * gate2
+
+    def drop(self, h: Tensor) -> Tensor:
+        # Dropout is the identity in eval mode and at p = 0: skip the module call on the sampling path.
+        return self.dropout(h) if self.training and self.dropout.p > 0 else h
 
 
 class HeadNorm(nn.Module):

@@ -145,6 +145,8 @@ def configurations(arguments: argparse.Namespace, device: torch.device) -> list[
 
 
 def measure_sampling(found: list[Configuration], arguments: argparse.Namespace) -> None:
+    if not found:
+        return
     batches = sorted(set(arguments.batch_sizes))
     for configuration in found:  # warm-up; compiled pipelines compile every call length here
         started = time.perf_counter()

@@ -270,3 +270,16 @@ def test_fake_tokenizers_without_compose_step_still_decode(plain_loop):
     inputs = order.decoding_inputs(tokenizer)
     assert inputs.final_latent(ids) is None
     assert torch.equal(inputs(2, ids), order.step_inputs(2, ids, tokenizer))
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_span_inputs_and_positions_are_the_steps_concatenated(name):
+    order, tokenizer, _ = make(name)
+    layout = order.layout(tokenizer.grid_shapes)
+    ids = tokenizer.random_ids(2)
+    last_step = layout.num_steps - 1
+    for first, last in [(0, 0), (0, last_step), (1, min(3, last_step)), (last_step, last_step)]:
+        expected = torch.cat([order.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)], dim=1)
+        assert torch.equal(order.span_inputs(first, last, ids, tokenizer), expected)
+        assert torch.equal(order.decoding_inputs(tokenizer).span(first, last, ids), expected)
+        assert torch.equal(layout.inputs_of_steps(first, last), torch.cat(layout.inputs_of_step[first : last + 1]))

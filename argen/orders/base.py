@@ -63,6 +63,8 @@ class Layout:
     inputs_of_step: list[Tensor]
     # Index of each target in the concatenation of the flattened grids (derived, for gather and scatter).
     target_flat: Tensor = field(init=False)
+    # input_starts[s]: sequence positions fed before step s (derived; S + 1 ints).
+    input_starts: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         offsets = [0]
@@ -72,6 +74,14 @@ class Layout:
         widths = torch.tensor([w for _, w in self.grid_shapes], dtype=torch.long)
         flat = torch.tensor(offsets[:-1], dtype=torch.long)[grid] + row * widths[grid] + col
         object.__setattr__(self, "target_flat", flat)
+        starts = [0]
+        for fed in self.inputs_of_step:
+            starts.append(starts[-1] + len(fed))
+        object.__setattr__(self, "input_starts", starts)
+
+    def inputs_of_steps(self, first: int, last: int) -> Tensor:
+        """The sequence positions fed at steps ``first`` .. ``last`` (contiguous: one arange, no concatenation)."""
+        return torch.arange(self.input_starts[first], self.input_starts[last + 1])
 
     @property
     def num_steps(self) -> int:
@@ -170,6 +180,12 @@ class Order:
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
         """Images (B, C, H, W) decoded from what the first ``step`` steps produced (0: nothing, S: everything)."""
         raise NotImplementedError
+
+    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+        """The inputs of steps ``first`` .. ``last`` in one tensor, (B, L', ...): ``step_inputs`` concatenated (an
+        order may build them at once, as raster slices its shifted ids)."""
+        inputs = [self.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)]
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
 
     def decoding_inputs(self, tokenizer: Any) -> StepInputs:
         """A fresh `StepInputs` for one generation: what the samplers call instead of `step_inputs` (an order may
@@ -298,6 +314,10 @@ class StepInputs:
 
     def __call__(self, step: int, ids: list[Tensor]) -> Tensor:
         return self.order.step_inputs(step, ids, self.tokenizer)
+
+    def span(self, first: int, last: int, ids: list[Tensor]) -> Tensor:
+        """The inputs of steps ``first`` .. ``last`` concatenated, (B, L', ...)."""
+        return self.order.span_inputs(first, last, ids, self.tokenizer)
 
     def final_latent(self, ids: list[Tensor]) -> Tensor | None:
         """``tokenizer.compose(ids, S)`` when this object already has most of it (then decoding needs no

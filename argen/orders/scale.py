@@ -104,6 +104,10 @@ class RunningLatent(StepInputs):
     def __call__(self, step: int, ids: list[Tensor]) -> Tensor:
         return self.order.latent_inputs(self.latent(step, ids), step, self.tokenizer)
 
+    def span(self, first: int, last: int, ids: list[Tensor]) -> Tensor:
+        inputs = [self(step, ids) for step in range(first, last + 1)]
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+
     def final_latent(self, ids: list[Tensor]) -> Tensor | None:
         if not self.incremental:
             return None

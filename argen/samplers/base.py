@@ -222,10 +222,8 @@ def feed(
     """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (rows, L', ...)."""
     if request.inputs is None:
         request.inputs = StepInputs(order, tokenizer)
-    steps = range(first, last + 1)
-    inputs = [request.inputs(step, ids) for step in steps]
-    inputs = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
-    index = torch.cat(request.layout.inputs_of_step[first : last + 1])
+    inputs = request.inputs.span(first, last, ids)
+    index = request.layout.inputs_of_steps(first, last)
     if request.guided:
         inputs = torch.cat([inputs, inputs])
     # Float32 logits under bf16 autocast: guidance and the sampling distributions are computed in full precision.

@@ -145,6 +145,13 @@ class JacobiState:
         # The cells step s produces, as flat indices into the one grid.
         self.cells = [layout.target_flat[layout.targets_of_step[s]].to(device) for s in range(layout.num_steps)]
         self.sizes = [len(cells) for cells in self.cells]
+        # The same, concatenated: the cells of steps a .. b are all_cells[starts[a] : starts[b + 1]].
+        self.all_cells = torch.cat(self.cells)
+        self.cell_step = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(device)
+        self.starts = [0]
+        for size in self.sizes:
+            self.starts.append(self.starts[-1] + size)
+        self.positions = torch.arange(len(self.sizes), device=device)
         self.sources = copy_sources(h, w).to(device)
         if init == "neighbor":
             step_of = torch.empty(h * w, dtype=torch.long, device=device)
@@ -196,24 +203,26 @@ class JacobiState:
         each image's steps up to its first rejection, and redraft every unfinished step (Jacobi iteration)."""
         steps = range(done, last + 1)
         p = self.target_distributions(order, request, outputs, steps=steps, first=first, offsets=offsets)
-        batch, device = self.shape[0], self.tokens.device
-        sizes = [self.sizes[s] for s in steps]
-        where = torch.cat([self.cells[s] for s in steps])  # (N,) cells of the call's steps, step by step
-        # (N,) the step of each of those cells, relative to `done`
-        step_of = torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device))
+        batch = self.shape[0]
+        sizes = self.sizes[done : last + 1]
+        where = self.all_cells[self.starts[done] : self.starts[last + 1]]  # (N,) the call's cells, step by step
+        step_of = self.cell_step[self.starts[done] : self.starts[last + 1]] - done  # (N,) their steps, from `done`
         verified = min(last, done + window - 1) - done + 1  # steps with drafts; the rest is the free step
-        count = sum(sizes[:verified])
+        count = self.starts[done + verified] - self.starts[done]
         drafts = self.tokens[:, where]  # (B, N)
         q = torch.cat([self.draft_q[s] for s in steps[:verified]], dim=1)  # (B, N_w, V)
         sampled, accepted = verify(drafts[:, :count], p[:, :count], q, generator=self.generator)
         # A step is clean when every draft of it was accepted; the free step is never (it has no draft).
-        rejected = torch.zeros(batch, len(sizes), device=device)
-        rejected.index_add_(1, step_of[:count], (~accepted).float())
+        if count == verified:  # one cell per step (raster): a step's rejection is its cell's
+            rejected = (~accepted).float()
+        else:
+            rejected = torch.zeros(batch, verified, device=drafts.device)
+            rejected.index_add_(1, step_of[:count], (~accepted).float())
         if verified < len(sizes):
-            rejected[:, verified:] = 1
+            rejected = torch.cat([rejected, rejected.new_ones(batch, len(sizes) - verified)], dim=1)
         # Each image stops at its first unclean step at or after its own frontier.
         relative_final = (self.final - done)[:, None]  # (B, 1)
-        stops = (rejected > 0) & (torch.arange(len(sizes), device=device)[None] >= relative_final)
+        stops = (rejected > 0) & (self.positions[None, : len(sizes)] >= relative_final)
         stop = torch.where(stops.any(dim=1), stops.float().argmax(dim=1), torch.full_like(self.final, len(sizes)))
         self.final = torch.maximum(self.final, stop + done + 1).clamp(max=last + 1)
         at_stop, after_stop = step_of[None] == stop[:, None], step_of[None] > stop[:, None]  # (B, N)
@@ -236,10 +245,14 @@ class JacobiState:
     def target_distributions(self, order: Order, request: Request, outputs: Tensor, *, steps: range, first: int,
                              offsets: list[int]) -> Tensor:  # fmt: skip
         """(B, N, V) the final sampling distribution of every target of ``steps``, from one call's outputs."""
-        logits = torch.cat(
-            [order.logits(outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]], request.layout, s)
-             for s in steps], dim=1,
-        )  # fmt: skip  # (rows, N, V)
+        if type(order).logits is Order.logits:  # position p predicts target p: the steps' outputs, as they are
+            fed = outputs[:, offsets[steps[0]] - offsets[first] : offsets[steps[-1] + 1] - offsets[first]]
+            logits = order.logits(fed, request.layout, steps[0])
+        else:
+            logits = torch.cat(
+                [order.logits(outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]],
+                              request.layout, s) for s in steps], dim=1,
+            )  # fmt: skip  # (rows, N, V)
         if request.guided:
             cond, uncond = logits.chunk(2)
             num_steps = request.layout.num_steps

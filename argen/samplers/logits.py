@@ -110,8 +110,9 @@ def sample(
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
-    if 0 < top_k < logits.shape[-1] and top_p >= 1.0:
-        drawn = draw_top_k(logits.float() / temperature, top_k, generator)
+    if 0 < top_k < logits.shape[-1] - 1 and top_p >= 1.0:
+        scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # x / 1 is x
+        drawn = draw_top_k(scaled, top_k, generator)
         if drawn is not None:
             return drawn
     return draw(final_distribution(logits, temperature=temperature, top_k=top_k, top_p=top_p), generator)
@@ -119,14 +120,15 @@ def sample(
 
 def draw_top_k(logits: Tensor, top_k: int, generator: torch.Generator | None = None) -> Tensor | None:
     """(..., V) logits → (...) ids drawn from softmax over the ``top_k`` largest, the distribution of
-    ``draw(final_distribution(logits, top_k=top_k))``; None when some logit outside the top k ties the k-th (the
+    ``draw(final_distribution(logits, top_k=top_k))``; None when the (k+1)-th largest logit ties the k-th (the
     filter keeps ties, so the caller takes the full path).
 
-    The draw is made among the k candidates only (normalised after the cut), which costs k random numbers per row
-    instead of V: the same distribution, but not the same ids for a seed as the full draw.
+    The draw is made among the k candidates only (normalised after the cut, inverting their cumulative
+    distribution), which costs a cumulative sum over k per row instead of V exponentials (`torch.multinomial`): the
+    same distribution, but not the same ids for a seed as the full draw.
     """
-    values, indices = torch.topk(logits, top_k, dim=-1)  # (..., k), sorted
-    if bool(((logits >= values[..., -1:]).sum(dim=-1) > top_k).any()):
+    values, indices = torch.topk(logits, top_k + 1, dim=-1)  # (..., k + 1), sorted: the tie check is one compare
+    if bool((values[..., top_k] == values[..., top_k - 1]).any()):
         return None
-    choice = draw(values.softmax(dim=-1), generator)  # (...)
+    choice = draw_by_cdf(values[..., :top_k].softmax(dim=-1), generator)  # (...)
     return indices.gather(-1, choice[..., None]).squeeze(-1)
