@@ -20,6 +20,7 @@ step-0 inputs are start tokens, which the transformer embeds as its start vector
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -256,10 +257,20 @@ class Order:
         """F of feature inputs (the tokenizer's latent channels), 0 for orders that feed ids."""
         if self.input_kind != "features":
             return 0
+        # Every generation checks the model against the order: the probe below runs once per tokenizer.
+        cache = self.__dict__.setdefault("_feature_dims", {})
+        known = cache.get(id(tokenizer))
+        if known is not None and known[0]() is tokenizer:
+            return known[1]
         device = next(iter([*tokenizer.parameters(), *tokenizer.buffers()]), torch.zeros(0)).device
         ids = [torch.zeros(1, h, w, dtype=torch.long, device=device) for h, w in tokenizer.grid_shapes]
         with torch.no_grad():
-            return int(tokenizer.compose(ids, 0).shape[1])
+            dim = int(tokenizer.compose(ids, 0).shape[1])
+        try:
+            cache[id(tokenizer)] = (weakref.ref(tokenizer), dim)
+        except TypeError:  # an object that takes no weak references is probed every time
+            pass
+        return dim
 
     def model_settings(self, tokenizer: Any) -> dict[str, int]:
         """The `TransformerConfig` fields this order and tokenizer dictate, to pass as keyword arguments."""
