@@ -310,19 +310,22 @@ class Pipeline:
         def keep_step(step: int, ids: list[torch.Tensor]) -> None:
             steps.append(float_to_images(self.order.preview(ids, step + 1, self.tokenizer)))
 
-        with autocast(self.precision, self.device):
+        # Inference mode skips autograd's per-operation bookkeeping (about 8% of a small model's batch-1 time); what
+        # leaves it is cloned into ordinary tensors, so that callers may modify the outputs in place.
+        with torch.inference_mode(), autocast(self.precision, self.device):
             result = SAMPLERS[sampler](
                 self.model, self.order, self.tokenizer,
                 labels=labels, batch_size=None if labels is not None else num_images,
                 **settings, generator=generator, callback=keep_step if return_intermediates else None,
                 **sampler_options,
             )  # fmt: skip
-        latent = getattr(result, "latent", None)  # the sampler's running latent: decoding recomposes nothing
-        decoded = self.tokenizer.decode_latent(latent) if latent is not None else self.tokenizer.decode(result.ids)
-        pixels = float_to_images(decoded)
+            latent = getattr(result, "latent", None)  # the sampler's running latent: decoding recomposes nothing
+            decoded = self.tokenizer.decode_latent(latent) if latent is not None else self.tokenizer.decode(result.ids)
+            pixels = float_to_images(decoded)
+        pixels, ids, steps = pixels.clone(), [grid.clone() for grid in result.ids], [step.clone() for step in steps]
         return PipelineOutput(
             images=to_pil(pixels),
-            ids=result.ids,
+            ids=ids,
             labels=labels,
             forward_passes=result.forward_passes,
             pixels=pixels,

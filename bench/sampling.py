@@ -212,8 +212,8 @@ def render(found: list[Configuration], training: dict | None, arguments: argpars
         f"interleaved runs, larger batches: median of {arguments.batch_repeats}; decode included",
         "",
         "| order | sampler | mode | cfg | batch 1 ms/img | × raster | calls | "
-        + " | ".join(f"batch {size} img/s" for size in batches)
-        + f" | peak MiB (batch {max(arguments.batch_sizes)}) | compile s |",
+        + "".join(f"batch {size} img/s | " for size in batches)
+        + f"peak MiB (batch {max(arguments.batch_sizes)}) | compile s |",
         "|---|---|---|---|---|---|---|" + "---|" * len(batches) + "---|---|",
     ]
     reference = {
@@ -227,8 +227,8 @@ def render(found: list[Configuration], training: dict | None, arguments: argpars
         compiled = f"{c.compile_seconds:.0f}" if c.mode == "compiled" else ""
         lines.append(
             f"| {c.order} | {c.sampler} | {c.mode} | {c.cfg:g} | {latency * 1000:.1f} | {ratio:.2f}× | {c.calls:.0f} | "
-            + " | ".join(f"{rate:.0f}" for rate in rates)
-            + f" | {c.peak_mib:.0f} | {compiled} |"
+            + "".join(f"{rate:.0f} | " for rate in rates)
+            + f"{c.peak_mib:.0f} | {compiled} |"
         )
     if training:
         lines += [

@@ -283,3 +283,19 @@ def test_span_inputs_and_positions_are_the_steps_concatenated(name):
         assert torch.equal(order.span_inputs(first, last, ids, tokenizer), expected)
         assert torch.equal(order.decoding_inputs(tokenizer).span(first, last, ids), expected)
         assert torch.equal(layout.inputs_of_steps(first, last), torch.cat(layout.inputs_of_step[first : last + 1]))
+
+
+def test_pipeline_outputs_leave_inference_mode_and_training_still_works_after_sampling():
+    pipeline = real_pipeline("raster")
+    pipeline.order._layouts.clear()  # the layout is first built inside the pipeline's inference mode
+    output = pipeline([0, 1], seed=0, return_intermediates=True)
+    output.ids[0][0, 0, 0] = 1  # ordinary tensors: in-place edits work
+    output.pixels[0] = 0
+    output.intermediate_pixels[0][0] = 0
+    model, order, tokenizer = pipeline.model.train(), pipeline.order, pipeline.tokenizer
+    layout = order.layout(tokenizer.grid_shapes)
+    assert not layout.step_of.is_inference()
+    inputs, targets = order.train_inputs(output.ids, tokenizer)
+    logits = model(inputs, torch.tensor([0, 1]), layout=layout)
+    torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
+    assert model.token_embed.weight.grad is not None

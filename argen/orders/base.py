@@ -209,7 +209,10 @@ class Order:
         """The layout for these grids (computed once per grid list, then cached)."""
         key = tuple((int(h), int(w)) for h, w in grid_shapes)
         if key not in self._layouts:
-            self._layouts[key] = self._build_layout(key)
+            # Ordinary tensors even when first asked for under inference mode (a pipeline call): training may
+            # index with them later, and inference tensors cannot be saved for backward.
+            with torch.inference_mode(False):
+                self._layouts[key] = self._build_layout(key)
         return self._layouts[key]
 
     def check_tokenizer(self, tokenizer: Any) -> None:
