@@ -562,7 +562,12 @@ def check_precision(precision: str, device: torch.device | str) -> None:
     if precision not in PRECISIONS:
         raise ArgenError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     device = torch.device(device)
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+    if (
+        precision == "bf16"
+        and device.type == "cuda"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
         raise ArgenError("this GPU has no bfloat16 support: use --precision fp32")
 
 

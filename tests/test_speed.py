@@ -299,3 +299,16 @@ def test_pipeline_outputs_leave_inference_mode_and_training_still_works_after_sa
     logits = model(inputs, torch.tensor([0, 1]), layout=layout)
     torch.nn.functional.cross_entropy(logits.flatten(0, 1), targets.flatten()).backward()
     assert model.token_embed.weight.grad is not None
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_every_orders_scatter_writes_what_the_generic_scatter_writes(name):
+    order, tokenizer, _ = make(name)
+    layout = order.layout(tokenizer.grid_shapes)
+    ids = tokenizer.random_ids(2)
+    for step in range(layout.num_steps):
+        sampled = torch.randint(16, (2, len(layout.targets_of_step[step])), generator=seeded(step))
+        expected = Order.scatter(order, [grid.clone() for grid in ids], step, sampled)
+        got = order.scatter([grid.clone() for grid in ids], step, sampled)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+        ids = got

@@ -74,6 +74,12 @@ class CoarseToFineOrder(Order):
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
         return tokenizer.decode_latent(tokenizer.compose(ids, step))
 
+    def scatter(self, ids: list[Tensor], step: int, sampled: Tensor) -> list[Tensor]:
+        # Step s's targets are grid s in row-major order: the new grid is the sampled ids, reshaped.
+        grids = list(ids)
+        grids[step] = sampled.to(ids[step].dtype).reshape(ids[step].shape)
+        return grids
+
 
 class RunningLatent(StepInputs):
     """Step inputs from VAR's running latent f̂ (``f_hat`` in its ``autoregressive_infer_cfg``): compose(ids, s) is
