@@ -312,3 +312,17 @@ def test_every_orders_scatter_writes_what_the_generic_scatter_writes(name):
         got = order.scatter([grid.clone() for grid in ids], step, sampled)
         assert all(torch.equal(a, b) for a, b in zip(got, expected))
         ids = got
+
+
+def test_fit_trains_under_bf16_and_resumes_across_speed_settings(tmp_path):
+    from test_train import make_task, training
+
+    from argen.train import fit
+
+    first = fit(make_task(), training(tmp_path, steps=6, precision="bf16"))
+    assert first.step == 6 and first.reason == "finished"
+    # --compile and --precision may change between a run and its resume (they do not change the experiment).
+    resumed = fit(make_task(), training(tmp_path, steps=8, precision="fp32"))
+    assert resumed.step == 8
+    with pytest.raises(ArgenError, match="unknown precision"):
+        fit(make_task(), training(tmp_path / "other", precision="fp8"))
