@@ -12,11 +12,12 @@ The data flow, one module per arrow:
 
 The registries, each filled by the components' own files: ``argen.ORDERS``, ``argen.TOKENIZERS``,
 ``argen.SAMPLERS`` (and the transformer's ``argen.PRESETS``); see docs/architecture.md.
+``argen.compress`` / ``argen.decompress`` (`argen.codec`) use a model as an entropy model for images.
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["ORDERS", "PRESETS", "SAMPLERS", "TOKENIZERS", "Pipeline", "__version__"]
+__all__ = ["ORDERS", "PRESETS", "SAMPLERS", "TOKENIZERS", "Pipeline", "__version__", "compress", "decompress"]
 
 # name → the module that defines it; imported on first use, so `argen --help` does not pay for loading every module.
 _LAZY = {
@@ -25,6 +26,8 @@ _LAZY = {
     "TOKENIZERS": "argen.tokenizers",
     "SAMPLERS": "argen.samplers",
     "PRESETS": "argen.transformer",
+    "compress": "argen.codec",
+    "decompress": "argen.codec",
 }
 
 

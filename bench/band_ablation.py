@@ -2,8 +2,8 @@
 
     OMP_NUM_THREADS=1 python bench/band_ablation.py --runs runs/fashion-mnist/ablation --out runs/ablation
 
-The runs are configs/fashion-mnist/ablation/tokenizer-frequency-VARIANT.toml (the shipped tokenizer recipe, 1000
-steps) and configs/fashion-mnist/ablation/frequency-VARIANT.toml (a 0.23 M next-frequency generator, 1000 steps),
+The runs are configs/fashion-mnist/ablation/tokenizer-frequency-VARIANT.toml (the shipped tokenizer recipe, 500
+steps) and configs/fashion-mnist/ablation/frequency-VARIANT.toml (a 0.23 M next-frequency generator, 500 steps),
 VARIANT in paper-carry, paper-nocarry, grid-carry, grid-nocarry. Per variant: frequencies per band, the tokenizer's
 test PSNR / SSIM / codebook usage and its reconstructions' frequency keep score (`argen eval-tokenizer`), and the
 generator's FID and class accuracy on 2 000 samples (guidance 2, seed 0) against the training images (`argen eval`).

@@ -160,6 +160,49 @@ def edit_all(
     return torch.cat(edited), time.perf_counter() - started
 
 
+def write_report(
+    out: Path, *, arguments, command: str, results: list[dict], baseline: dict, machine: dict, reference_count: int,
+    count: int, classifier_accuracy: float | None,
+) -> None:  # fmt: skip
+    """OUT (the markdown table with its settings line) and OUT.json (settings, machine, every row); prints the table."""
+    lines = [
+        f"`{command}`",
+        "",
+        f"{count} Fashion-MNIST test images per row, edited under their true label (cfg {arguments.cfg_scale}, "
+        f"top-k {arguments.top_k or 'off'}, fill {arguments.fill}, paste-back on); models in `{arguments.models}`; "
+        f"FID against {reference_count} train images on the features of `{arguments.classifier}` (test accuracy "
+        f"{classifier_accuracy if classifier_accuracy is None else f'{classifier_accuracy:.1%}'}). "
+        f"{machine['cpu_count']} CPU cores, {arguments.threads} thread(s), torch {machine['torch']}, load "
+        f"{machine['load_before']:.2f} → {machine['load_after']:.2f}; {machine['date']}, commit {machine['commit']}, "
+        f"{machine['seconds']:.0f} s.",
+        "",
+        "| mask | order | particles | known tokens | class accuracy ↑ | FID ↓ | PSNR in mask (dB) ↑ | seam ×1000 "
+        "| seam / real ↓ | images/s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results:
+        lines.append(
+            f"| {row['mask']} | {row['order']} | {row['particles']} | {row['known_tokens']} "
+            f"| {row['class_accuracy']:.1%} | {row['fid']:.2f} | {row['psnr_inside']:.2f} | {1000 * row['seam']:.1f} "
+            f"| {row['seam_ratio']:.2f} "
+            f"| {row['images_per_second']:.0f} |"
+        )
+    lines.append(
+        f"| – | real test images (unedited) | – | – | {baseline['class_accuracy']:.1%} | {baseline['fid']:.2f} | – | – "
+        "| 1.00 | – |"
+    )
+    table = "\n".join(lines)
+    out.write_text(table + "\n")
+    document = {
+        "settings": {**vars(arguments), "command": command},
+        "machine": machine,
+        "baseline": baseline,
+        "results": results,
+    }
+    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="checkpoints/fashion-mnist", help="folder of model directories by order")
@@ -257,43 +300,10 @@ def main() -> None:
         "commit": git_commit(),
         "seconds": time.perf_counter() - started,
     }
-    reference_count = reference["images"]
-    lines = [
-        f"`{command}`",
-        "",
-        f"{count} Fashion-MNIST test images per row, edited under their true label (cfg {arguments.cfg_scale}, "
-        f"top-k {arguments.top_k or 'off'}, fill {arguments.fill}, paste-back on); models in `{arguments.models}`; "
-        f"FID against {reference_count} train images on the features of `{arguments.classifier}` (test accuracy "
-        f"{classifier_accuracy if classifier_accuracy is None else f'{classifier_accuracy:.1%}'}). "
-        f"{machine['cpu_count']} CPU cores, {arguments.threads} thread(s), torch {machine['torch']}, load "
-        f"{machine['load_before']:.2f} → {machine['load_after']:.2f}; {machine['date']}, commit {machine['commit']}, "
-        f"{machine['seconds']:.0f} s.",
-        "",
-        "| mask | order | particles | known tokens | class accuracy ↑ | FID ↓ | PSNR in mask (dB) ↑ | seam ×1000 "
-        "| seam / real ↓ | images/s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in results:
-        lines.append(
-            f"| {row['mask']} | {row['order']} | {row['particles']} | {row['known_tokens']} "
-            f"| {row['class_accuracy']:.1%} | {row['fid']:.2f} | {row['psnr_inside']:.2f} | {1000 * row['seam']:.1f} "
-            f"| {row['seam_ratio']:.2f} "
-            f"| {row['images_per_second']:.0f} |"
-        )
-    lines.append(
-        f"| – | real test images (unedited) | – | – | {baseline['class_accuracy']:.1%} | {baseline['fid']:.2f} | – | – "
-        "| 1.00 | – |"
-    )
-    table = "\n".join(lines)
-    out.write_text(table + "\n")
-    document = {
-        "settings": {**vars(arguments), "command": command},
-        "machine": machine,
-        "baseline": baseline,
-        "results": results,
-    }
-    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
-    print(table)
+    write_report(
+        out, arguments=arguments, command=command, results=results, baseline=baseline, machine=machine,
+        reference_count=reference["images"], count=count, classifier_accuracy=classifier_accuracy,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
