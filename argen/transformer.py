@@ -471,7 +471,9 @@ class Transformer(nn.Module):
 
         # Decoding compiles one graph per call length (e.g. 6 scales, or an SJD window and its tail).
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        self._compiled = torch.compile(self._body, **options)
+        # Static shapes: sampling meets few distinct (rows, length) pairs, and a graph per pair runs faster than one
+        # dynamic-shape graph for all of them.
+        self._compiled = torch.compile(self._body, **{"dynamic": False, **options})
         return self
 
     def _context(
