@@ -461,8 +461,8 @@ class Transformer(nn.Module):
         Only the fixed-shape body is compiled: the inputs, the class context and the cache bookkeeping stay in
         Python. With a KV cache the compiled body attends over the whole preallocated cache under a mask (instead
         of the cached prefix), so each call length compiles once (one shape for raster, one per scale for
-        next-scale) and CUDA graphs (``mode="reduce-overhead"``) can replay it. Outputs equal eager ones within
-        float rounding, not bit for bit.
+        next-scale) with fixed shapes, what CUDA graphs (``mode="reduce-overhead"``) need (not tried: no GPU was
+        available when this was written). Outputs equal eager ones within float rounding, not bit for bit.
         """
         if not enabled:
             self._compiled = None
