@@ -261,6 +261,8 @@ def evaluate_generator(
     reference: dict | None = None,
     inception_weights: str | Path | None = None,
     progress: bool = True,
+    compile: bool = False,
+    precision: str = "fp32",
     **sampling,
 ) -> dict:
     """What `argen eval` does: generate (or read, or take a real split), score, and write JSON.
@@ -270,6 +272,7 @@ def evaluate_generator(
     (a split of ``data``: the baseline a perfect generator would reach) gives the images. ``reference`` reuses
     features from `reference_features` (a benchmark scoring several models computes them once).
     ``inception_weights`` adds the papers' Inception-FID (``inception_fid``), checked before any sampling.
+    ``compile`` and ``precision`` are those of `argen.Pipeline.from_pretrained`.
     """
     chosen = [name for name, value in (("model", model), ("samples", samples), ("real", real)) if value is not None]
     if len(chosen) != 1:
@@ -283,7 +286,7 @@ def evaluate_generator(
     if model is not None:
         from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
 
-        pipeline = Pipeline.from_pretrained(model, device=device)
+        pipeline = Pipeline.from_pretrained(model, device=device, compile=compile, precision=precision)
         # The model's recommended settings fill what the caller left out, and the results record what was used.
         given = {name: sampling.get(name) for name in SAMPLING_DEFAULTS}
         sampling = {**sampling, **pipeline.sampling_settings(**given)}

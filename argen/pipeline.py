@@ -38,7 +38,7 @@ from argen.errors import ArgenError
 from argen.orders import build_order
 from argen.samplers import SAMPLERS
 from argen.tokenizers import load_tokenizer
-from argen.transformer import Transformer, TransformerConfig
+from argen.transformer import Transformer, TransformerConfig, autocast, check_compile, check_precision
 
 
 @dataclass
@@ -125,6 +125,10 @@ class Pipeline:
 
     ``tokenizer_fingerprint`` identifies the tokenizer release (set by `from_pretrained`); it is how a refiner for
     collaborative decoding is checked to share this pipeline's tokenizer.
+
+    ``compile=True`` compiles the transformer (`argen.transformer.Transformer.compile`; the first calls of each shape
+    pay the compile time); ``precision="bf16"`` samples under bfloat16 autocast (`argen.transformer.autocast`),
+    meant for GPUs. Both change floats in the last bits, so a seed may give other ids than in eager fp32.
     """
 
     def __init__(
@@ -136,7 +140,14 @@ class Pipeline:
         classes: list[str] | None = None,
         tokenizer_fingerprint: str | None = None,
         recommended: dict | None = None,
+        compile: bool = False,
+        precision: str = "fp32",
     ):
+        check_precision(precision, next(model.parameters()).device)
+        if compile:
+            check_compile()
+            model.compile()
+        self.compiled, self.precision = compile, precision
         self.tokenizer = tokenizer
         self.model = model
         self.order = order
@@ -147,8 +158,17 @@ class Pipeline:
         self._refiners: dict[str, Pipeline] = {}  # refiner directories loaded once for many calls
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, *, device: str | torch.device = "cpu") -> Pipeline:
-        """Load ``directory/tokenizer`` and ``directory/generator`` and check that they belong together."""
+    def from_pretrained(
+        cls,
+        directory: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        compile: bool = False,
+        precision: str = "fp32",
+    ) -> Pipeline:
+        """Load ``directory/tokenizer`` and ``directory/generator`` and check that they belong together (``compile``,
+        ``precision``: see `Pipeline`)."""
+        check_precision(precision, device)
         directory = Path(directory)
         if not (directory / "generator" / CONFIG_NAME).is_file():
             raise ArgenError(
@@ -173,6 +193,8 @@ class Pipeline:
             classes=extra.get("classes"),
             tokenizer_fingerprint=fingerprint,
             recommended=read_recommended_sampling(directory),
+            compile=compile,
+            precision=precision,
         )
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
@@ -219,7 +241,9 @@ class Pipeline:
         if not isinstance(refiner, Pipeline):
             key = str(Path(refiner).resolve())
             if key not in self._refiners:
-                self._refiners[key] = Pipeline.from_pretrained(refiner, device=self.device)
+                self._refiners[key] = Pipeline.from_pretrained(
+                    refiner, device=self.device, compile=self.compiled, precision=self.precision
+                )
             refiner = self._refiners[key]
         if refiner.order.name != self.order.name:
             raise ArgenError(
@@ -286,15 +310,22 @@ class Pipeline:
         def keep_step(step: int, ids: list[torch.Tensor]) -> None:
             steps.append(float_to_images(self.order.preview(ids, step + 1, self.tokenizer)))
 
-        result = SAMPLERS[sampler](
-            self.model, self.order, self.tokenizer,
-            labels=labels, batch_size=None if labels is not None else num_images,
-            **settings, generator=generator, callback=keep_step if return_intermediates else None, **sampler_options,
-        )  # fmt: skip
-        pixels = float_to_images(self.tokenizer.decode(result.ids))
+        # Inference mode skips autograd's per-operation bookkeeping (about 8% of a small model's batch-1 time); what
+        # leaves it is cloned into ordinary tensors, so that callers may modify the outputs in place.
+        with torch.inference_mode(), autocast(self.precision, self.device):
+            result = SAMPLERS[sampler](
+                self.model, self.order, self.tokenizer,
+                labels=labels, batch_size=None if labels is not None else num_images,
+                **settings, generator=generator, callback=keep_step if return_intermediates else None,
+                **sampler_options,
+            )  # fmt: skip
+            latent = getattr(result, "latent", None)  # the sampler's running latent: decoding recomposes nothing
+            decoded = self.tokenizer.decode_latent(latent) if latent is not None else self.tokenizer.decode(result.ids)
+            pixels = float_to_images(decoded)
+        pixels, ids, steps = pixels.clone(), [grid.clone() for grid in result.ids], [step.clone() for step in steps]
         return PipelineOutput(
             images=to_pil(pixels),
-            ids=result.ids,
+            ids=ids,
             labels=labels,
             forward_passes=result.forward_passes,
             pixels=pixels,
@@ -344,11 +375,12 @@ class Pipeline:
         )  # fmt: skip
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
-        result = edit_images(
-            self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
-            paste_back=paste_back, num=num, **settings, generator=generator,
-            return_intermediates=return_intermediates, **options,
-        )  # fmt: skip
+        with autocast(self.precision, self.device):
+            result = edit_images(
+                self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
+                paste_back=paste_back, num=num, **settings, generator=generator,
+                return_intermediates=return_intermediates, **options,
+            )  # fmt: skip
         steps = result.intermediate_pixels
         return PipelineOutput(
             images=to_pil(result.pixels), ids=result.ids, labels=result.labels, forward_passes=result.forward_passes,

@@ -46,6 +46,7 @@ from argen.checkpoint import (
 )
 from argen.dist import DistributedContext, setup
 from argen.errors import ArgenError
+from argen.transformer import autocast, check_compile, check_precision
 
 METRICS_NAME = "metrics.jsonl"
 
@@ -53,6 +54,7 @@ METRICS_NAME = "metrics.jsonl"
 # the resumed run a different experiment, so it is refused.
 RESUMABLE_CHANGES = {
     "steps", "epochs", "minutes", "save_every", "keep_every", "log_every", "progress", "device", "fresh", "out",
+    "compile", "precision",
 }  # fmt: skip
 
 
@@ -78,6 +80,8 @@ class TrainingConfig:
     device: str | None = None
     fresh: bool = False
     progress: bool = True
+    compile: bool = False  # torch.compile the model (the transformer's body, or a module's forward)
+    precision: str = "fp32"  # "bf16": the forward pass and the loss under bfloat16 autocast (argen.transformer)
 
 
 @dataclass
@@ -150,6 +154,7 @@ def learning_rate_at(step: int, *, training: TrainingConfig, horizon: int | None
 
 
 def _check_budget(training: TrainingConfig) -> None:
+    check_precision(training.precision, training.device or "cpu")
     if training.steps is None and training.epochs is None and training.minutes is None:
         raise ArgenError("no training budget: give --steps N, --epochs E or --minutes M (or several; the first wins)")
     for name in ("steps", "epochs", "minutes"):
@@ -300,7 +305,8 @@ class _Run:
         for group in self.optimizer.param_groups:
             group["lr"] = learning_rate_at(self.step, training=training, horizon=self.horizon)
         trained.train()
-        loss, logs = self.task.loss(trained, batch)
+        with autocast(training.precision, self.context.device):
+            loss, logs = self.task.loss(trained, batch)
         mean_loss = float(self.context.mean(loss.detach()))
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(
@@ -472,6 +478,9 @@ def _fit(
     budget_steps = _budget_steps(training, steps_per_epoch)
     if budget_steps is not None:
         run.horizon = budget_steps
+    if training.compile:
+        check_compile()
+        run.model.compile()  # in place: the Transformer compiles its body, other modules their forward
     trained = torch.nn.parallel.DistributedDataParallel(run.model) if context.enabled else run.model
     log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch)
     reason = "finished"

@@ -25,7 +25,9 @@ The model holds no sampling state: a sampler creates a cache with `Transformer.n
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -91,6 +93,12 @@ PRESETS: dict[str, dict[str, int | float]] = {
 }
 
 
+def _same_labels(first: Tensor | None, second: Tensor | None) -> bool:
+    if first is None or second is None:
+        return first is None and second is None
+    return first.shape == second.shape and bool(torch.equal(first, second.to(first.device)))
+
+
 def preset_config(name: str, **fields: int | float | bool) -> TransformerConfig:
     """The config of preset ``name`` with ``fields`` set (typically num_classes and order.model_settings(...))."""
     if name not in PRESETS:
@@ -103,6 +111,10 @@ class KVCache:
 
     Preallocated for ``capacity`` positions; a forward pass writes its positions after the cached ones and then
     advances ``length``. `rollback` forgets everything after a given length (speculative decoding needs it).
+
+    A cache lives for one generation, so it also holds what the transformer computes once per generation rather
+    than once per call (``memo``: the class conditioning and AdaLN modulations, the position embeddings), and a host
+    copy of the cached steps, so that deciding whether a call needs an attention mask never waits for the device.
     """
 
     def __init__(
@@ -120,7 +132,9 @@ class KVCache:
         self.keys = torch.zeros(shape, dtype=dtype, device=device)
         self.values = torch.zeros(shape, dtype=dtype, device=device)
         self.steps = torch.zeros(capacity, dtype=torch.long, device=device)
+        self.host_steps = torch.zeros(capacity, dtype=torch.long)
         self.length = 0
+        self.memo: dict[str, object] = {}
 
     @property
     def batch(self) -> int:
@@ -141,11 +155,18 @@ class KVCache:
         self.values[layer, :, :, self.length : end] = values
         return self.keys[layer, :, :, :end], self.values[layer, :, :, :end]
 
-    def advance(self, steps: Tensor) -> None:
-        """Commit the positions just written by every layer, with their steps (n,)."""
+    def advance(self, steps: Tensor, host_steps: Tensor | None = None) -> None:
+        """Commit the positions just written by every layer, with their steps (n,) (``host_steps``: the same on the
+        CPU, when the caller has them, which saves a device-to-host copy)."""
         end = self.length + steps.numel()
         self.steps[self.length : end] = steps
+        self.host_steps[self.length : end] = steps.cpu() if host_steps is None else host_steps
         self.length = end
+
+    @property
+    def last_step(self) -> int:
+        """The step of the newest cached position (steps never decrease along a layout), -1 when empty."""
+        return int(self.host_steps[self.length - 1]) if self.length else -1
 
     def rollback(self, length: int) -> None:
         """Keep the first ``length`` cached positions and forget the rest."""
@@ -161,8 +182,7 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(width)) if affine else None
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return x if self.weight is None else x * self.weight
+        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)
 
 
 class Attention(nn.Module):
@@ -172,12 +192,19 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
         self.proj = nn.Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | tuple | None, layer: int) -> Tensor:
         batch, length, width = x.shape
         qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
         query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
-        if cache is not None:
+        if isinstance(cache, KVCache):
             key, value = cache.update(layer, key, value)
+        elif cache is not None:
+            # Compiled decoding: (keys, values, where), the whole preallocated cache written at positions `where`
+            # and attended in full under the mask, so that every call of a given length has the same shapes.
+            keys, values, where = cache
+            keys[layer].index_copy_(2, where, key.to(keys.dtype))
+            values[layer].index_copy_(2, where, value.to(values.dtype))
+            key, value = keys[layer].to(query.dtype), values[layer].to(query.dtype)
         out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
         return self.proj(out.transpose(1, 2).reshape(batch, length, width))  # (B, L, D)
 
@@ -206,17 +233,38 @@ class Block(nn.Module):
         self.modulation = nn.Linear(config.width, 6 * config.width) if config.adaln else None
         self.dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: Tensor, condition: Tensor | None, mask: Tensor, cache: KVCache | None, layer: int) -> Tensor:
+    def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
+        """silu(class embedding) (B, D) → the six (B, 1, D) AdaLN terms of `forward` (gates as 1 + g, scales as
+        1 + s); None without AdaLN. Depends on the class only, so a generation computes it once."""
         if self.modulation is None:
-            x = x + self.dropout(self.attention(self.attention_norm(x), mask, cache, layer))
-            return x + self.dropout(self.mlp(self.mlp_norm(x)))
+            return None
         # VAR's AdaLNSelfAttn; gates are 1 + g rather than g, so that the zero-initialised modulation starts as a
         # plain pre-norm block instead of an identity.
         gate1, gate2, scale1, scale2, shift1, shift2 = self.modulation(condition).unsqueeze(1).chunk(6, dim=-1)
-        h = self.attention(self.attention_norm(x) * (1 + scale1) + shift1, mask, cache, layer)
-        x = x + self.dropout(h) * (1 + gate1)
-        h = self.mlp(self.mlp_norm(x) * (1 + scale2) + shift2)
-        return x + self.dropout(h) * (1 + gate2)
+        return 1 + gate1, 1 + gate2, 1 + scale1, 1 + scale2, shift1, shift2
+
+    def forward(
+        self,
+        x: Tensor,
+        terms: tuple[Tensor, ...] | None,
+        mask: Tensor | None,
+        cache: KVCache | tuple | None,
+        layer: int,
+    ) -> Tensor:
+        """x (B, L, D) → (B, L, D); ``terms`` from `modulate`; ``mask`` (L, K) bool, or None when every key is
+        visible to every query."""
+        if terms is None:
+            x = x + self.drop(self.attention(self.attention_norm(x), mask, cache, layer))
+            return x + self.drop(self.mlp(self.mlp_norm(x)))
+        gate1, gate2, scale1, scale2, shift1, shift2 = terms
+        h = self.attention(self.attention_norm(x) * scale1 + shift1, mask, cache, layer)
+        x = x + self.drop(h) * gate1
+        h = self.mlp(self.mlp_norm(x) * scale2 + shift2)
+        return x + self.drop(h) * gate2
+
+    def drop(self, h: Tensor) -> Tensor:
+        # Dropout is the identity in eval mode and at p = 0: skip the module call on the sampling path.
+        return self.dropout(h) if self.training and self.dropout.p > 0 else h
 
 
 class HeadNorm(nn.Module):
@@ -227,11 +275,18 @@ class HeadNorm(nn.Module):
         self.norm = RMSNorm(config.width, eps=config.norm_eps, affine=not config.adaln)
         self.modulation = nn.Linear(config.width, 2 * config.width) if config.adaln else None
 
-    def forward(self, x: Tensor, condition: Tensor | None) -> Tensor:
+    def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
+        """silu(class embedding) (B, D) → (1 + scale, shift), each (B, 1, D); None without AdaLN."""
         if self.modulation is None:
-            return self.norm(x)
+            return None
         scale, shift = self.modulation(condition).unsqueeze(1).chunk(2, dim=-1)
-        return self.norm(x) * (1 + scale) + shift
+        return 1 + scale, shift
+
+    def forward(self, x: Tensor, terms: tuple[Tensor, ...] | None) -> Tensor:
+        if terms is None:
+            return self.norm(x)
+        scale, shift = terms
+        return self.norm(x) * scale + shift
 
 
 class Transformer(nn.Module):
@@ -258,6 +313,7 @@ class Transformer(nn.Module):
             nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out)
         )
         self._init_weights()
+        self._compiled: Callable | None = None  # set by `compile`
 
     # Parameter names of earlier versions → today's: checkpoints written before the rename still load.
     RENAMED_PREFIXES = {"heads.": "output_heads."}
@@ -299,6 +355,8 @@ class Transformer(nn.Module):
     ) -> KVCache:
         """An empty KV cache for ``batch`` sequences of up to ``capacity`` positions."""
         reference = self.class_embed.weight
+        if dtype is None and torch.is_autocast_enabled(reference.device.type):
+            dtype = torch.get_autocast_dtype(reference.device.type)  # keys and values come out of autocast linears
         return KVCache(
             layers=self.num_layers,
             batch=batch,
@@ -335,35 +393,125 @@ class Transformer(nn.Module):
         self._check(inputs, layout)
         batch, length = inputs.shape[:2]
         device = inputs.device
-        if index is None:
-            index = torch.arange(length)
-        index = index.cpu()
-        steps = layout.step_of[index].to(device)
-        is_start = (steps == 0)[None, :, None]  # (1, L, 1)
+        index = torch.arange(length) if index is None else index.cpu()
+        host_steps = layout.step_of[index]  # (L,) on the host: masks and start slots are decided without a sync
+        steps = host_steps.to(device)
+        first_step, last_step = int(host_steps[0]), int(host_steps[-1])
+        condition, block_terms, head_terms, positions = self._context(labels, batch, device, layout, cache)
 
         if config.feature_dim:
-            x = torch.where(is_start, self.start, self.feature_proj(inputs))  # (B, L, D)
+            x = self.feature_proj(inputs)  # (B, L, D)
         else:
             x = self.token_embed(inputs)  # (B, L, D)
-        condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
-        x = x + is_start * condition[:, None, :]
-        x = x + self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
+        if first_step == 0:  # steps never decrease, so only a call that starts at step 0 has start slots
+            is_start = (steps == 0)[None, :, None]  # (1, L, 1)
+            if config.feature_dim:
+                x = torch.where(is_start, self.start, x)
+            x = x + is_start * condition[:, None, :]
+        x = x + positions(index)
 
+        slots: KVCache | tuple | None = cache
         if cache is None:
             mask = block_causal_mask(steps)
+        elif self._compiled is not None and int(index[0]) == cache.length:
+            slots, mask = self._static_slots(cache, layout, index, host_steps, device)
+        elif first_step == last_step and cache.last_step <= first_step:
+            mask = None  # one step after the cached ones: every query sees every key (SDPA's unmasked kernel)
         else:
             mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
-        modulation = F.silu(condition) if config.adaln else None
+        body = self._body if self._compiled is None else self._compiled
+        outputs = body(x, block_terms, head_terms, mask, slots)
+        if cache is not None:
+            cache.advance(steps, host_steps)
+        return outputs
+
+    def _body(
+        self, x: Tensor, block_terms: list, head_terms: list, mask: Tensor | None, cache: KVCache | tuple | None
+    ) -> Tensor:
+        """The blocks and the output heads, (B, L, D) → (B, L, V) or (B, L, H, V): what `compile` compiles."""
+        config = self.config
         for layer, block in enumerate(self.blocks):
-            x = block(x, modulation, mask, cache, layer)
+            x = block(x, block_terms[layer], mask, cache, layer)
         outputs = []
         for head in range(config.num_heads_out):
             if head > 0:
-                x = self.head_blocks[head - 1](x, modulation, mask, cache, config.depth + head - 1)
-            outputs.append(self.output_heads[head](self.head_norms[head](x, modulation)))
-        if cache is not None:
-            cache.advance(steps)
+                layer = config.depth + head - 1
+                x = self.head_blocks[head - 1](x, block_terms[layer], mask, cache, layer)
+            outputs.append(self.output_heads[head](self.head_norms[head](x, head_terms[head])))
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
+
+    def _static_slots(
+        self, cache: KVCache, layout: Layout, index: Tensor, host_steps: Tensor, device: torch.device
+    ) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor]:
+        """The fixed-shape view of ``cache`` for compiled decoding: (keys, values, where) and the (L, capacity) mask
+        over every slot (slot p holds position p; slots at or past the end of this call are masked)."""
+        capacity, end = cache.capacity, cache.length + index.numel()
+        if end > capacity:
+            raise ArgenError(f"KV cache holds {capacity} positions, {end} were fed: make a larger one")
+        slot_steps = torch.full((capacity,), layout.num_steps, dtype=torch.long)
+        known = min(capacity, layout.length)
+        slot_steps[:known] = layout.step_of[:known]
+        mask = (slot_steps[None, :] <= host_steps[:, None]) & (torch.arange(capacity)[None, :] < end)
+        return (cache.keys, cache.values, index.to(device)), mask.to(device)
+
+    def compile(self, enabled: bool = True, **options) -> Transformer:  # noqa: A003 (nn.Module.compile's name)
+        """Compile the blocks and heads with ``torch.compile(**options)`` (inductor by default) for training and
+        sampling; ``enabled=False`` goes back to eager. Returns the model.
+
+        Only the fixed-shape body is compiled: the inputs, the class context and the cache bookkeeping stay in
+        Python. With a KV cache the compiled body attends over the whole preallocated cache under a mask (instead
+        of the cached prefix), so each call length compiles once (one shape for raster, one per scale for
+        next-scale) with fixed shapes, what CUDA graphs (``mode="reduce-overhead"``) need (not tried: no GPU was
+        available when this was written). Outputs equal eager ones within float rounding, not bit for bit.
+        """
+        if not enabled:
+            self._compiled = None
+            return self
+        import torch._dynamo
+
+        # Decoding compiles one graph per call length (e.g. 6 scales, or an SJD window and its tail).
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        # Static shapes: sampling meets few distinct (rows, length) pairs, and a graph per pair runs faster than one
+        # dynamic-shape graph for all of them.
+        self._compiled = torch.compile(self._body, **{"dynamic": False, **options})
+        return self
+
+    def _context(
+        self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, cache: KVCache | None
+    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor]]:
+        """What a call needs besides its inputs: the class embedding (B, D), the AdaLN terms of every block and head
+        norm, and a function of the fed positions' indices (L,) → their position embeddings (L, D).
+
+        All of it depends on the labels and the weights only, so during sampling (a cache, no gradients, eval mode)
+        it is computed at the first call and kept in the cache for the rest of the generation: per step that saves
+        the class lookup, depth + heads modulation matmuls and the position-table arithmetic (VAR likewise computes
+        its ``cond_BD`` once per generation).
+        """
+        memoize = cache is not None and not self.training and not torch.is_grad_enabled()
+        if memoize:
+            memo = cache.memo.get("context")
+            # The samplers pass one labels tensor for the whole generation; equal values are checked otherwise.
+            if memo is not None and memo[0] is layout and (memo[1] is labels or _same_labels(memo[2], labels)):
+                return memo[3]
+        condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
+        silu = F.silu(condition) if self.config.adaln else None
+        blocks = [*self.blocks, *self.head_blocks]
+        block_terms = [block.modulate(silu) for block in blocks]
+        head_terms = [norm.modulate(silu) for norm in self.head_norms]
+        if memoize:
+            table = self._position_embedding(layout.positions.to(device), layout.sizes.to(device))  # (L_all, D)
+
+            def positions(index: Tensor) -> Tensor:
+                return table[index.to(device)]
+        else:
+
+            def positions(index: Tensor) -> Tensor:
+                return self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
+
+        context = (condition, block_terms, head_terms, positions)
+        if memoize:
+            cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), context)
+        return context
 
     def _check(self, inputs: Tensor, layout: Layout) -> None:
         config = self.config
@@ -408,4 +556,57 @@ class Transformer(nn.Module):
         return self.step_embed(positions[:, 0]) + self.row_embed(rows) + self.col_embed(cols)
 
 
-__all__ = ["PRESETS", "KVCache", "Transformer", "TransformerConfig", "preset_config"]
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_precision(precision: str, device: torch.device | str) -> None:
+    """ArgenError unless ``precision`` can run on ``device``."""
+    if precision not in PRECISIONS:
+        raise ArgenError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    device = torch.device(device)
+    if (
+        precision == "bf16"
+        and device.type == "cuda"
+        and torch.cuda.is_available()
+        and not torch.cuda.is_bf16_supported()
+    ):
+        raise ArgenError("this GPU has no bfloat16 support: use --precision fp32")
+
+
+def autocast(precision: str, device: torch.device | str) -> contextlib.AbstractContextManager:
+    """The mixed-precision context of ``precision``: nothing for fp32; for bf16, `torch.autocast` in bfloat16 (matmuls
+    and attention in bf16, norms, softmax and losses in fp32; weights stay fp32). Meant for GPUs: on a CPU without
+    native bf16 matmuls it is slower than fp32."""
+    check_precision(precision, device)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def check_compile() -> None:
+    """ArgenError, in one line, when torch.compile cannot run here (no C compiler for inductor, or an unsupported
+    Python)."""
+    import shutil
+    import sys
+
+    if sys.platform == "win32":
+        raise ArgenError("--compile needs torch.compile's inductor, which this build does not support on Windows")
+    if not any(shutil.which(compiler) for compiler in ("cc", "gcc", "clang", "c++", "g++")):
+        raise ArgenError("--compile needs a C compiler (gcc or clang) for torch.compile's inductor: install one")
+    try:
+        import torch._dynamo  # noqa: F401
+    except Exception as error:  # an unsupported Python version fails here
+        raise ArgenError(f"torch.compile does not work in this environment ({error}): run without --compile") from None
+
+
+__all__ = [
+    "PRECISIONS",
+    "PRESETS",
+    "KVCache",
+    "Transformer",
+    "TransformerConfig",
+    "autocast",
+    "check_compile",
+    "check_precision",
+    "preset_config",
+]

@@ -101,6 +101,25 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
     group.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
+    """--compile and --precision (training and sampling)."""
+    from argen.transformer import PRECISIONS
+
+    group = parser.add_argument_group("speed")
+    group.add_argument(
+        "--compile", action="store_true",
+        help="torch.compile the transformer (inductor; the first batches pay the compile time, tens of seconds)",
+    )  # fmt: skip
+    group.add_argument(
+        "--precision", choices=PRECISIONS, default="fp32",
+        help="bf16: autocast matmuls and attention to bfloat16 (for GPUs; slower on most CPUs)",
+    )  # fmt: skip
+
+
+def speed_arguments(arguments: argparse.Namespace) -> dict:
+    return {"compile": arguments.compile, "precision": arguments.precision}
+
+
 def training_config(arguments: argparse.Namespace):
     from argen.train import TrainingConfig
 
@@ -122,6 +141,7 @@ def training_config(arguments: argparse.Namespace):
         device=arguments.device,
         fresh=arguments.fresh,
         progress=not arguments.no_progress,
+        **({"compile": arguments.compile, "precision": arguments.precision} if hasattr(arguments, "compile") else {}),
     )
 
 

@@ -9,9 +9,11 @@ from argen.commands.arguments import (
     add_data_arguments,
     add_sampler_arguments,
     add_sampling_arguments,
+    add_speed_arguments,
     print_results,
     sampler_options,
     sampling_arguments,
+    speed_arguments,
 )
 from argen.errors import ArgenError
 
@@ -51,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
     add_sampling_arguments(parser)
     add_sampler_arguments(parser)
+    add_speed_arguments(parser)
     parser.set_defaults(batch_size=100)
 
 
@@ -85,6 +88,7 @@ def run(arguments: argparse.Namespace) -> None:
         npz_path=arguments.save_npz,
         inception_weights=arguments.inception_weights,
         progress=not arguments.no_progress,
+        **speed_arguments(arguments),
         **sampling,
     )
     print_results(results)

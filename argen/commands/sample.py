@@ -10,10 +10,12 @@ from argen.commands.arguments import (
     add_per_label_arguments,
     add_sampler_arguments,
     add_sampling_arguments,
+    add_speed_arguments,
     parse_labels,
     print_sampling_settings,
     sampler_options,
     sampling_arguments,
+    speed_arguments,
 )
 from argen.errors import ArgenError
 
@@ -35,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-npz", help="npz with `images` (uint8) and `labels`, for external evaluators")
     add_sampling_arguments(parser)
     add_sampler_arguments(parser)
+    add_speed_arguments(parser)
 
 
 def run(arguments: argparse.Namespace) -> None:
@@ -50,6 +53,7 @@ def run(arguments: argparse.Namespace) -> None:
         npz_path=arguments.save_npz,
         batch_size=arguments.batch_size,
         device=arguments.device,
+        **speed_arguments(arguments),
     )
 
 
@@ -65,6 +69,8 @@ def sample_to_files(
     device: str = "cpu",
     seed: int = 0,
     verbose: bool = True,
+    compile: bool = False,
+    precision: str = "fp32",
     **sampling,
 ) -> PipelineOutput:
     """What `argen sample` does: ``per_label`` images for each label (default every class), a grid with one row per
@@ -75,7 +81,7 @@ def sample_to_files(
     from argen.data import image_grid, save_images_npz
     from argen.pipeline import Pipeline
 
-    pipeline = Pipeline.from_pretrained(model_directory, device=device)
+    pipeline = Pipeline.from_pretrained(model_directory, device=device, compile=compile, precision=precision)
     wanted = None
     if pipeline.model.config.num_classes > 0:
         chosen = [pipeline.class_index(label) for label in labels] if labels else list(range(len(pipeline.classes)))

@@ -7,6 +7,7 @@ import argparse
 from argen.commands.arguments import (
     add_data_arguments,
     add_preset_argument,
+    add_speed_arguments,
     add_training_arguments,
     order_choices,
     training_config,
@@ -36,6 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="transformer blocks, overriding the preset's")
     parser.add_argument("--heads", type=int, help="attention heads, overriding the preset's")
     add_training_arguments(parser, batch_size=128, learning_rate=1e-3, weight_decay=0.05, warmup_steps=200)
+    add_speed_arguments(parser)
 
 
 def run(arguments: argparse.Namespace) -> None:

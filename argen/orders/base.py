@@ -20,6 +20,7 @@ step-0 inputs are start tokens, which the transformer embeds as its start vector
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -63,6 +64,8 @@ class Layout:
     inputs_of_step: list[Tensor]
     # Index of each target in the concatenation of the flattened grids (derived, for gather and scatter).
     target_flat: Tensor = field(init=False)
+    # input_starts[s]: sequence positions fed before step s (derived; S + 1 ints).
+    input_starts: list[int] = field(init=False)
 
     def __post_init__(self) -> None:
         offsets = [0]
@@ -72,6 +75,14 @@ class Layout:
         widths = torch.tensor([w for _, w in self.grid_shapes], dtype=torch.long)
         flat = torch.tensor(offsets[:-1], dtype=torch.long)[grid] + row * widths[grid] + col
         object.__setattr__(self, "target_flat", flat)
+        starts = [0]
+        for fed in self.inputs_of_step:
+            starts.append(starts[-1] + len(fed))
+        object.__setattr__(self, "input_starts", starts)
+
+    def inputs_of_steps(self, first: int, last: int) -> Tensor:
+        """The sequence positions fed at steps ``first`` .. ``last`` (contiguous: one arange, no concatenation)."""
+        return torch.arange(self.input_starts[first], self.input_starts[last + 1])
 
     @property
     def num_steps(self) -> int:
@@ -171,6 +182,17 @@ class Order:
         """Images (B, C, H, W) decoded from what the first ``step`` steps produced (0: nothing, S: everything)."""
         raise NotImplementedError
 
+    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+        """The inputs of steps ``first`` .. ``last`` in one tensor, (B, L', ...): ``step_inputs`` concatenated (an
+        order may build them at once, as raster slices its shifted ids)."""
+        inputs = [self.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)]
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+
+    def decoding_inputs(self, tokenizer: Any) -> StepInputs:
+        """A fresh `StepInputs` for one generation: what the samplers call instead of `step_inputs` (an order may
+        keep state across the steps of one generation there, as coarse-to-fine orders keep the running latent)."""
+        return StepInputs(self, tokenizer)
+
     def logits(self, outputs: Tensor, layout: Layout, step: int | None = None) -> Tensor:
         """Model outputs → logits of the targets.
 
@@ -187,7 +209,10 @@ class Order:
         """The layout for these grids (computed once per grid list, then cached)."""
         key = tuple((int(h), int(w)) for h, w in grid_shapes)
         if key not in self._layouts:
-            self._layouts[key] = self._build_layout(key)
+            # Ordinary tensors even when first asked for under inference mode (a pipeline call): training may
+            # index with them later, and inference tensors cannot be saved for backward.
+            with torch.inference_mode(False):
+                self._layouts[key] = self._build_layout(key)
         return self._layouts[key]
 
     def check_tokenizer(self, tokenizer: Any) -> None:
@@ -235,10 +260,20 @@ class Order:
         """F of feature inputs (the tokenizer's latent channels), 0 for orders that feed ids."""
         if self.input_kind != "features":
             return 0
+        # Every generation checks the model against the order: the probe below runs once per tokenizer.
+        cache = self.__dict__.setdefault("_feature_dims", {})
+        known = cache.get(id(tokenizer))
+        if known is not None and known[0]() is tokenizer:
+            return known[1]
         device = next(iter([*tokenizer.parameters(), *tokenizer.buffers()]), torch.zeros(0)).device
         ids = [torch.zeros(1, h, w, dtype=torch.long, device=device) for h, w in tokenizer.grid_shapes]
         with torch.no_grad():
-            return int(tokenizer.compose(ids, 0).shape[1])
+            dim = int(tokenizer.compose(ids, 0).shape[1])
+        try:
+            cache[id(tokenizer)] = (weakref.ref(tokenizer), dim)
+        except TypeError:  # an object that takes no weak references is probed every time
+            pass
+        return dim
 
     def model_settings(self, tokenizer: Any) -> dict[str, int]:
         """The `TransformerConfig` fields this order and tokenizer dictate, to pass as keyword arguments."""
@@ -280,6 +315,28 @@ class Order:
         if tuple(latent.shape[-2:]) != (h, w):
             raise ArgenError(f"latent {tuple(latent.shape[-2:])} is not on the {h}×{w} grid: cannot mask it per token")
         return tokenizer.decode_latent(latent * keep.expand(batch, 1, h, w))
+
+
+class StepInputs:
+    """The inputs of each inference step during one generation, ``inputs(step, ids)`` = ``order.step_inputs(step,
+    ids, tokenizer)``. Made by `Order.decoding_inputs` per generation; it may assume that the grid cells of steps < s
+    are final once step s has been fed (true of every sampler that feeds it), which lets it keep work across steps.
+    """
+
+    def __init__(self, order: Order, tokenizer: Any) -> None:
+        self.order, self.tokenizer = order, tokenizer
+
+    def __call__(self, step: int, ids: list[Tensor]) -> Tensor:
+        return self.order.step_inputs(step, ids, self.tokenizer)
+
+    def span(self, first: int, last: int, ids: list[Tensor]) -> Tensor:
+        """The inputs of steps ``first`` .. ``last`` concatenated, (B, L', ...)."""
+        return self.order.span_inputs(first, last, ids, self.tokenizer)
+
+    def final_latent(self, ids: list[Tensor]) -> Tensor | None:
+        """``tokenizer.compose(ids, S)`` when this object already has most of it (then decoding needs no
+        recomposition), else None."""
+        return None
 
 
 ORDERS: Registry[type[Order]] = Registry("order", "argen.orders")

@@ -49,5 +49,11 @@ class RasterOrder(Order):
             return self.start_tokens(ids[0], tokenizer)
         return ids[0].flatten(1)[:, step - 1 : step]  # (B, 1)
 
+    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+        flat = ids[0].flatten(1)  # position p is fed cell p - 1: steps first .. last are one slice
+        if first > 0:
+            return flat[:, first - 1 : last]
+        return torch.cat([self.start_tokens(ids[0], tokenizer), flat[:, :last]], dim=1)
+
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
         return self._masked_preview(ids, step, tokenizer)

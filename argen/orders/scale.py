@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from argen.orders.base import Layout, Order, check_ids, register_order
+from argen.orders.base import Layout, Order, StepInputs, check_ids, register_order
 
 
 class CoarseToFineOrder(Order):
@@ -57,16 +57,67 @@ class CoarseToFineOrder(Order):
         return inputs, self.targets(ids)
 
     def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
-        h, w = tokenizer.grid_shapes[step]
         # compose(ids, 0) is all zeros: step 0's slots carry no information and the transformer puts its start
         # vector (plus the class embedding) there, VAR's sos token.
-        latent = tokenizer.compose(ids, step)  # (B, F, h_last, w_last)
+        return self.latent_inputs(tokenizer.compose(ids, step), step, tokenizer)
+
+    def latent_inputs(self, latent: Tensor, step: int, tokenizer: Any) -> Tensor:
+        """The composed latent of steps < ``step`` (B, F, h_last, w_last) → step ``step``'s inputs (B, h*w, F)."""
+        h, w = tokenizer.grid_shapes[step]
         if tuple(latent.shape[-2:]) != (h, w):
             latent = F.interpolate(latent, size=(h, w), mode="area")
         return latent.flatten(2).transpose(1, 2)  # (B, h*w, F)
 
+    def decoding_inputs(self, tokenizer: Any) -> StepInputs:
+        return RunningLatent(self, tokenizer)
+
     def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
         return tokenizer.decode_latent(tokenizer.compose(ids, step))
+
+    def scatter(self, ids: list[Tensor], step: int, sampled: Tensor) -> list[Tensor]:
+        # Step s's targets are grid s in row-major order: the new grid is the sampled ids, reshaped.
+        grids = list(ids)
+        grids[step] = sampled.to(ids[step].dtype).reshape(ids[step].shape)
+        return grids
+
+
+class RunningLatent(StepInputs):
+    """Step inputs from VAR's running latent f̂ (``f_hat`` in its ``autoregressive_infer_cfg``): compose(ids, s) is
+    kept for every step fed so far and the next one is ``tokenizer.compose_step`` of the last, one grid added,
+    instead of recomposing (upsampling and φ-convolving) every earlier grid at every step. Tokenizers without
+    ``compose_step`` are recomposed. The final latent goes to the decoder, so decoding recomposes nothing either.
+    """
+
+    def __init__(self, order: CoarseToFineOrder, tokenizer: Any) -> None:
+        super().__init__(order, tokenizer)
+        self.latents: list[Tensor] = []  # latents[s] = compose(ids, s), (B, F, h_last, w_last)
+        self.incremental = hasattr(tokenizer, "compose_step")
+
+    def latent(self, step: int, ids: list[Tensor]) -> Tensor:
+        """compose(ids, step), from the latents kept (valid while the grids of steps < step are final)."""
+        if step < len(self.latents):
+            return self.latents[step]
+        if not self.latents:
+            self.latents.append(self.tokenizer.compose(ids, 0))
+        while len(self.latents) <= step:
+            done = len(self.latents) - 1
+            if self.incremental:
+                self.latents.append(self.tokenizer.compose_step(self.latents[done], ids, done))
+            else:
+                self.latents.append(self.tokenizer.compose(ids, done + 1))
+        return self.latents[step]
+
+    def __call__(self, step: int, ids: list[Tensor]) -> Tensor:
+        return self.order.latent_inputs(self.latent(step, ids), step, self.tokenizer)
+
+    def span(self, first: int, last: int, ids: list[Tensor]) -> Tensor:
+        inputs = [self(step, ids) for step in range(first, last + 1)]
+        return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
+
+    def final_latent(self, ids: list[Tensor]) -> Tensor | None:
+        if not self.incremental:
+            return None
+        return self.latent(len(ids), ids)
 
 
 @register_order

@@ -64,7 +64,7 @@ def generate(
             ids = decode_step(model, order, tokenizer, request, ids, step, first=step if use_cache else 0, cache=cache)
             if callback is not None:
                 callback(step, ids)
-    return GenerationOutput(ids=ids, forward_passes=layout.num_steps)
+    return GenerationOutput(ids=ids, forward_passes=layout.num_steps, latent=request.inputs.final_latent(ids))
 
 
 __all__ = ["GenerationOutput", "generate", "prepare_labels"]

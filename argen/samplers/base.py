@@ -23,6 +23,7 @@ from torch import Tensor
 
 from argen.errors import ArgenError
 from argen.orders import ORDERS, Layout, Order
+from argen.orders.base import StepInputs
 from argen.registry import DEFAULT_RANK, Registry, listing
 from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, check_sampling, guide, sample
 
@@ -36,6 +37,9 @@ class GenerationOutput:
     ids: list[Tensor]
     forward_passes: int
     passes_by_model: dict[str, int] | None = None
+    # tokenizer.compose(ids, S) (B, F, h, w) when the sampler kept the running latent: decode_latent(latent) is
+    # decode(ids) without recomposing every grid.
+    latent: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,9 @@ class Request:
     top_k: int
     top_p: float
     generator: torch.Generator | None
+    # The step inputs of this generation (`argen.orders.base.StepInputs`; coarse-to-fine orders keep the running
+    # latent there). A sampler that changes grids of finished steps (particle resampling) sets a plain one.
+    inputs: StepInputs | None = None
 
     @property
     def rows(self) -> int:
@@ -192,31 +199,37 @@ def prepare_request(
     return Request(
         layout=layout, device=device, labels=labels, batch_size=batch_size, guided=guided, cfg_scale=cfg_scale,
         cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
+        inputs=order.decoding_inputs(tokenizer),
     )  # fmt: skip
 
 
 @contextmanager
 def evaluation(*models: torch.nn.Module) -> Iterator[None]:
     """The models in eval mode (class dropout and dropout are for training only), their modes restored after."""
-    modes = [model.training for model in models]
-    for model in models:
+    # Only models in training mode are switched (and back): model.eval() walks every submodule, which costs more than
+    # a whole step of a small model at batch 1.
+    training = [model for model in models if model.training]
+    for model in training:
         model.eval()
     try:
         yield
     finally:
-        for model, mode in zip(models, modes):
-            model.train(mode)
+        for model in training:
+            model.train(True)
 
 
 def feed(
     model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], *, first: int, last: int, cache: Any
 ) -> Tensor:
     """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (rows, L', ...)."""
-    inputs = torch.cat([order.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)], dim=1)
-    index = torch.cat(request.layout.inputs_of_step[first : last + 1])
+    if request.inputs is None:
+        request.inputs = StepInputs(order, tokenizer)
+    inputs = request.inputs.span(first, last, ids)
+    index = request.layout.inputs_of_steps(first, last)
     if request.guided:
         inputs = torch.cat([inputs, inputs])
-    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache)
+    # Float32 logits under bf16 autocast: guidance and the sampling distributions are computed in full precision.
+    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache).float()
 
 
 def step_logits(order: Order, request: Request, outputs: Tensor, step: int) -> Tensor:

@@ -138,7 +138,8 @@ def generate_collaborative(
             if callback is not None:
                 callback(step, ids)
     passes = {"drafter": draft_steps, "refiner": num_steps - draft_steps}
-    return GenerationOutput(ids=ids, forward_passes=num_steps, passes_by_model=passes)
+    latent = request.inputs.final_latent(ids)
+    return GenerationOutput(ids=ids, forward_passes=num_steps, passes_by_model=passes, latent=latent)
 
 
 __all__ = ["INFO", "check_refiner", "generate_collaborative"]

@@ -72,7 +72,7 @@ from torch import Tensor
 from argen.data import float_to_images, images_to_float
 from argen.data.folder import convert_mode
 from argen.errors import ArgenError
-from argen.orders.base import Order
+from argen.orders.base import Order, StepInputs
 from argen.samplers.base import evaluation, feed, prepare_request, step_logits
 from argen.samplers.logits import sample
 
@@ -288,6 +288,8 @@ def generate_edit(
         cfg_schedule=cfg_schedule, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator,
     )  # fmt: skip
     layout, device = request.layout, request.device
+    if particles > 1:
+        request.inputs = StepInputs(order, tokenizer)  # resampling reorders the grids under a running latent
     forced = flatten([grid.to(device) for grid in known]).repeat_interleave(particles, dim=0)  # (B·P, N)
     forced_ids = flatten([grid.to(device) for grid in image_ids]).repeat_interleave(particles, dim=0)
     log_weights = torch.zeros(batch, particles, device=device)

@@ -64,9 +64,8 @@ from argen.samplers.base import (
     feed,
     prepare_request,
     register_sampler,
-    step_logits,
 )
-from argen.samplers.logits import draw, final_distribution
+from argen.samplers.logits import cfg_scale_at, draw_by_cdf, final_distribution, guide
 
 INFO = SamplerInfo(
     name="jacobi",
@@ -89,6 +88,12 @@ INFO = SamplerInfo(
 INITS = ("random", "neighbor")
 
 
+def draw(probs: Tensor, generator: torch.Generator | None) -> Tensor:
+    """SJD's draws (resamples, redrafts, the free step): `argen.samplers.logits.draw_by_cdf`, one uniform per token
+    rather than one random number per vocabulary entry, since a call draws for every token of the window."""
+    return draw_by_cdf(probs, generator)
+
+
 def verify(drafts: Tensor, p: Tensor, q: Tensor, *, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
     """Speculative sampling of drafts (N, T) drawn from q (N, T, V) against the target p (N, T, V).
 
@@ -101,11 +106,15 @@ def verify(drafts: Tensor, p: Tensor, q: Tensor, *, generator: torch.Generator |
     # SJD's criterion r < min(1, p(x) / q(x)), written without the division: q(x) > 0 since x was drawn from q, and
     # r < 1, so r·q(x) < p(x) holds whenever p(x) ≥ q(x).
     accepted = r * q_draft < p_draft
-    # The paper's calibrated resampling from norm(max(0, p - q)); rows where it vanishes (p = q, never rejected, or
-    # rows the caller discards) fall back to p so that the draw is defined.
-    residual = (p - q).clamp(min=0)
-    residual = torch.where(residual.sum(dim=-1, keepdim=True) > 0, residual, p)
-    return torch.where(accepted, drafts, draw(residual, generator)), accepted
+    # The paper's calibrated resampling from norm(max(0, p - q)), drawn for the rejected drafts only; rows where it
+    # vanishes (p = q, never rejected in exact arithmetic) fall back to p so that the draw is defined.
+    tokens, rejected = drafts.clone(), ~accepted
+    if bool(rejected.any()):
+        p_rejected = p[rejected]  # (R, V)
+        residual = (p_rejected - q[rejected]).clamp(min=0)
+        residual = torch.where(residual.sum(dim=-1, keepdim=True) > 0, residual, p_rejected)
+        tokens[rejected] = draw(residual, generator)
+    return tokens, accepted
 
 
 def copy_sources(h: int, w: int) -> Tensor:
@@ -121,7 +130,13 @@ def copy_sources(h: int, w: int) -> Tensor:
 
 class JacobiState:
     """The tokens of one SJD run: finished ones and drafts in one flat grid per image, each image's frontier, and
-    the distribution each step's current drafts were drawn from."""
+    the distribution each step's current drafts were drawn from.
+
+    One call's verification is vectorised over the whole window: one guidance and softmax for every fed step, one
+    `verify` (one uniform per draft, one resampling draw) and one draw for the redrafts, instead of a chain of small
+    operations per step. The left-to-right rule is unchanged: an image finishes its steps from its frontier up to and
+    including the first one with a rejected draft (or the free step after the window).
+    """
 
     def __init__(self, order: Order, request: Request, *, vocab: int, init: str) -> None:
         layout = request.layout
@@ -129,6 +144,14 @@ class JacobiState:
         self.shape, self.vocab, self.init, self.generator = (batch, h, w), vocab, init, request.generator
         # The cells step s produces, as flat indices into the one grid.
         self.cells = [layout.target_flat[layout.targets_of_step[s]].to(device) for s in range(layout.num_steps)]
+        self.sizes = [len(cells) for cells in self.cells]
+        # The same, concatenated: the cells of steps a .. b are all_cells[starts[a] : starts[b + 1]].
+        self.all_cells = torch.cat(self.cells)
+        self.cell_step = torch.repeat_interleave(torch.arange(len(self.sizes)), torch.tensor(self.sizes)).to(device)
+        self.starts = [0]
+        for size in self.sizes:
+            self.starts.append(self.starts[-1] + size)
+        self.positions = torch.arange(len(self.sizes), device=device)
         self.sources = copy_sources(h, w).to(device)
         if init == "neighbor":
             step_of = torch.empty(h * w, dtype=torch.long, device=device)
@@ -148,50 +171,101 @@ class JacobiState:
         """A view of the tokens as the order's one (B, h, w) grid: the order reads it as tokens are written."""
         return [self.tokens.view(*self.shape)]
 
-    def initialise(self, step: int) -> None:
-        """First drafts of ``step``: uniform tokens, or (init "neighbor") copies of the left or upper neighbour."""
+    def initialise(self, first: int, last: int) -> None:
+        """First drafts of steps ``first`` .. ``last``: uniform tokens, or (init "neighbor") copies of the left or
+        upper neighbour."""
+        if last < first:
+            return
+        if self.init == "neighbor":  # a copy may read the draft just made for the step before: one step at a time
+            for step in range(first, last + 1):
+                self._initialise_neighbor(step)
+            return
+        batch, vocab, device = self.shape[0], self.vocab, self.tokens.device
+        where = torch.cat(self.cells[first : last + 1])
+        self.tokens[:, where] = torch.randint(vocab, (batch, len(where)), generator=self.generator, device=device)
+        uniform = torch.full((batch, 1, vocab), 1.0 / vocab, device=device)
+        for step in range(first, last + 1):
+            self.draft_q[step] = uniform.expand(batch, self.sizes[step], vocab)
+
+    def _initialise_neighbor(self, step: int) -> None:
         where, batch, vocab = self.cells[step], self.shape[0], self.vocab
         drafts = torch.randint(vocab, (batch, len(where)), generator=self.generator, device=self.tokens.device)
         q = torch.full((batch, len(where), vocab), 1.0 / vocab, device=self.tokens.device)
-        if self.init == "neighbor":
-            copies = self.sources[where] >= 0
-            drafts[:, copies] = self.tokens[:, self.sources[where][copies]]
-            q[:, copies] = F.one_hot(drafts[:, copies], vocab).float()
+        copies = self.sources[where] >= 0
+        drafts[:, copies] = self.tokens[:, self.sources[where][copies]]
+        q[:, copies] = F.one_hot(drafts[:, copies], vocab).float()
         self.tokens[:, where] = drafts
         self.draft_q[step] = q
 
-    def verify_steps(self, order: Order, request: Request, outputs: Tensor, *, done: int, last: int, first: int,
-                     window: int, offsets: list[int]) -> dict[int, Tensor]:  # fmt: skip
-        """Verify steps ``done`` .. ``last`` of one call left to right; returns each step's target distribution."""
-        verifying = torch.ones_like(self.final, dtype=torch.bool)  # no rejection yet in this call
-        reached = self.final.clone()
-        target_p: dict[int, Tensor] = {}
-        for s in range(done, last + 1):
-            fed = outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]]  # step s's positions
-            logits = step_logits(order, request, fed, s)
-            p = final_distribution(logits, temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
-            target_p[s] = p  # (B, T_s, V)
-            todo = verifying & (self.final <= s)  # images whose own frontier has reached step s
-            cells = self.cells[s]
-            if s < done + window:
-                sampled, accepted = verify(self.tokens[:, cells], p, self.draft_q[s], generator=self.generator)
-                clean = accepted.all(dim=1)
-            else:  # every draft of the window accepted: this step is conditioned on finished tokens only
-                sampled, clean = draw(p, self.generator), torch.zeros_like(verifying)
-            self.tokens[:, cells] = torch.where(todo[:, None], sampled, self.tokens[:, cells])
-            reached = torch.where(todo, s + 1, reached)
-            verifying &= ~todo | clean
-        self.final = reached
-        return target_p
+    def advance(self, order: Order, request: Request, outputs: Tensor, *, done: int, last: int, first: int,
+                window: int, offsets: list[int]) -> None:  # fmt: skip
+        """Verify steps ``done`` .. ``last`` of one call (their drafts against this call's distributions), finish
+        each image's steps up to its first rejection, and redraft every unfinished step (Jacobi iteration)."""
+        steps = range(done, last + 1)
+        p = self.target_distributions(order, request, outputs, steps=steps, first=first, offsets=offsets)
+        batch = self.shape[0]
+        sizes = self.sizes[done : last + 1]
+        where = self.all_cells[self.starts[done] : self.starts[last + 1]]  # (N,) the call's cells, step by step
+        step_of = self.cell_step[self.starts[done] : self.starts[last + 1]] - done  # (N,) their steps, from `done`
+        verified = min(last, done + window - 1) - done + 1  # steps with drafts; the rest is the free step
+        count = self.starts[done + verified] - self.starts[done]
+        drafts = self.tokens[:, where]  # (B, N)
+        q = torch.cat([self.draft_q[s] for s in steps[:verified]], dim=1)  # (B, N_w, V)
+        sampled, accepted = verify(drafts[:, :count], p[:, :count], q, generator=self.generator)
+        # A step is clean when every draft of it was accepted; the free step is never (it has no draft).
+        if count == verified:  # one cell per step (raster): a step's rejection is its cell's
+            rejected = (~accepted).float()
+        else:
+            rejected = torch.zeros(batch, verified, device=drafts.device)
+            rejected.index_add_(1, step_of[:count], (~accepted).float())
+        if verified < len(sizes):
+            rejected = torch.cat([rejected, rejected.new_ones(batch, len(sizes) - verified)], dim=1)
+        # Each image stops at its first unclean step at or after its own frontier.
+        relative_final = (self.final - done)[:, None]  # (B, 1)
+        stops = (rejected > 0) & (self.positions[None, : len(sizes)] >= relative_final)
+        stop = torch.where(stops.any(dim=1), stops.float().argmax(dim=1), torch.full_like(self.final, len(sizes)))
+        self.final = torch.maximum(self.final, stop + done + 1).clamp(max=last + 1)
+        at_stop, after_stop = step_of[None] == stop[:, None], step_of[None] > stop[:, None]  # (B, N)
+        tokens = torch.where(at_stop[:, :count], sampled, drafts[:, :count])
+        if count < len(where):
+            tokens = torch.cat([tokens, drafts[:, count:]], dim=1)
+        # Draws from p: the free step when an image reaches it, and every step after an image's stop (redrafts).
+        from_p = after_stop.clone()
+        from_p[:, count:] |= at_stop[:, count:]
+        if bool(from_p.any()):
+            tokens[from_p] = draw(p[from_p], self.generator)
+        self.tokens[:, where] = tokens
+        # The redrafted steps' drafts now come from p; q of the free step matters only if it is redrafted.
+        q = torch.cat([q, p[:, count:]], dim=1) if count < len(where) else q
+        q = torch.where(after_stop[..., None], p, q)
+        for s, part in zip(steps, q.split(sizes, dim=1)):
+            if s > done:
+                self.draft_q[s] = part
 
-    def redraft(self, target_p: dict[int, Tensor], *, done: int, last: int) -> None:
-        """Jacobi iteration: every unfinished step of the call redrafts from the distribution it got there."""
-        for s in range(done + 1, last + 1):
-            redraft = self.final <= s
-            if bool(redraft.any()):
-                p, cells = target_p[s], self.cells[s]
-                self.tokens[:, cells] = torch.where(redraft[:, None], draw(p, self.generator), self.tokens[:, cells])
-                self.draft_q[s] = torch.where(redraft[:, None, None], p, self.draft_q[s]) if s in self.draft_q else p
+    def target_distributions(self, order: Order, request: Request, outputs: Tensor, *, steps: range, first: int,
+                             offsets: list[int]) -> Tensor:  # fmt: skip
+        """(B, N, V) the final sampling distribution of every target of ``steps``, from one call's outputs."""
+        if type(order).logits is Order.logits:  # position p predicts target p: the steps' outputs, as they are
+            fed = outputs[:, offsets[steps[0]] - offsets[first] : offsets[steps[-1] + 1] - offsets[first]]
+            logits = order.logits(fed, request.layout, steps[0])
+        else:
+            logits = torch.cat(
+                [order.logits(outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]],
+                              request.layout, s) for s in steps], dim=1,
+            )  # fmt: skip  # (rows, N, V)
+        if request.guided:
+            cond, uncond = logits.chunk(2)
+            num_steps = request.layout.num_steps
+            scales = [cfg_scale_at(s, num_steps, cfg_scale=request.cfg_scale, schedule=request.cfg_schedule)
+                      for s in steps]  # fmt: skip
+            if len(set(scales)) == 1:
+                scale: float | Tensor = scales[0]
+            else:
+                scale = torch.tensor(scales, dtype=logits.dtype, device=logits.device)
+                scale = scale.repeat_interleave(torch.tensor([self.sizes[s] for s in steps], device=logits.device))
+                scale = scale[None, :, None]
+            logits = guide(cond, uncond, scale)
+        return final_distribution(logits, temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
 
 
 @register_sampler(INFO)
@@ -233,8 +307,7 @@ def generate_jacobi(
     cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None
     forward_passes = 0
     done = 0  # steps every image has finished; the cache holds the inputs of exactly these steps
-    for step in range(min(window, num_steps)):
-        state.initialise(step)
+    state.initialise(0, min(window, num_steps) - 1)
     with evaluation(model):
         while done < num_steps:
             # Feed step `done` (its inputs hold finished tokens) and the steps whose inputs hold the drafts of
@@ -243,16 +316,12 @@ def generate_jacobi(
             first = done if use_cache else 0
             outputs = feed(model, order, tokenizer, request, state.ids(), first=first, last=last, cache=cache)
             forward_passes += 1
-            target_p = state.verify_steps(
-                order, request, outputs, done=done, last=last, first=first, window=window, offsets=offsets
-            )
-            state.redraft(target_p, done=done, last=last)
+            state.advance(order, request, outputs, done=done, last=last, first=first, window=window, offsets=offsets)
             finished = int(state.final.min())
             if cache is not None:
                 # Positions of steps < finished were fed accepted tokens only; the rest held rejected drafts.
                 cache.rollback(offsets[finished])
-            for s in range(last + 1, min(finished + window, num_steps)):
-                state.initialise(s)
+            state.initialise(last + 1, min(finished + window, num_steps) - 1)
             for s in range(done, finished):
                 state.draft_q.pop(s, None)
                 if callback is not None:

@@ -80,6 +80,23 @@ def draw(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
 
 
+def draw_by_cdf(probs: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """(..., V) probabilities (rows need not sum to 1) → (...) ids, by inverting the cumulative distribution with
+    one uniform per row: the distribution of `draw`, at the cost of a cumulative sum instead of V random numbers
+    (`torch.multinomial` draws one exponential per vocabulary entry), but another id for a given seed.
+
+    The cumulative sum is taken in float64, so that rounding cannot hand a zero-probability id an interval: an id
+    with probability 0 has an empty interval [c_{i-1}, c_i) and is never chosen.
+    """
+    flat = probs.reshape(-1, probs.shape[-1])  # (N, V)
+    cumulative = flat.double().cumsum(dim=-1)  # (N, V)
+    total = cumulative[:, -1:]
+    uniform = torch.rand(flat.shape[0], 1, generator=generator, device=flat.device, dtype=torch.float64)
+    # u < total strictly: a product that rounds up to the total would fall past the last interval.
+    point = torch.minimum(uniform * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, point, right=True).view(probs.shape[:-1])
+
+
 def sample(
     logits: Tensor,
     *,
@@ -93,4 +110,25 @@ def sample(
     check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
+    if 0 < top_k < logits.shape[-1] - 1 and top_p >= 1.0:
+        scaled = logits.float() if temperature == 1.0 else logits.float() / temperature  # x / 1 is x
+        drawn = draw_top_k(scaled, top_k, generator)
+        if drawn is not None:
+            return drawn
     return draw(final_distribution(logits, temperature=temperature, top_k=top_k, top_p=top_p), generator)
+
+
+def draw_top_k(logits: Tensor, top_k: int, generator: torch.Generator | None = None) -> Tensor | None:
+    """(..., V) logits → (...) ids drawn from softmax over the ``top_k`` largest, the distribution of
+    ``draw(final_distribution(logits, top_k=top_k))``; None when the (k+1)-th largest logit ties the k-th (the
+    filter keeps ties, so the caller takes the full path).
+
+    The draw is made among the k candidates only (normalised after the cut, inverting their cumulative
+    distribution), which costs a cumulative sum over k per row instead of V exponentials (`torch.multinomial`): the
+    same distribution, but not the same ids for a seed as the full draw.
+    """
+    values, indices = torch.topk(logits, top_k + 1, dim=-1)  # (..., k + 1), sorted: the tie check is one compare
+    if bool((values[..., top_k] == values[..., top_k - 1]).any()):
+        return None
+    choice = draw_by_cdf(values[..., :top_k].softmax(dim=-1), generator)  # (...)
+    return indices.gather(-1, choice[..., None]).squeeze(-1)

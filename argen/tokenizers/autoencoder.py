@@ -145,6 +145,11 @@ class Quantizer(nn.Module):
     def compose(self, ids: list[torch.Tensor], upto: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def compose_step(self, latent: torch.Tensor, ids: list[torch.Tensor], step: int) -> torch.Tensor:
+        """compose(ids, step + 1) given ``latent`` = compose(ids, step); residual quantizers add grid ``step``'s
+        share to the running latent (VAR's f_hat) instead of recomposing every grid, with the same arithmetic."""
+        return self.compose(ids, step + 1)
+
     def codes_to_ids(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
         raise NotImplementedError
 
@@ -288,6 +293,11 @@ class Tokenizer(nn.Module):
             raise ArgenError(f"upto must lie in [0, {len(self.grid_shapes)}], got {upto}")
         self._check_ids(ids, max(upto, 1))
         return self.quantizer.compose(list(ids), upto)
+
+    def compose_step(self, latent: torch.Tensor, ids: list[torch.Tensor], step: int) -> torch.Tensor:
+        """``compose(ids, step + 1)`` from ``latent`` = ``compose(ids, step)``, equal to it bit for bit: the samplers'
+        running latent, one grid added per step. Unchecked (the samplers' ids are valid by construction)."""
+        return self.quantizer.compose_step(latent, list(ids), step)
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, float]]:
         """images → (reconstruction (B, C, H, W), weighted loss terms, stats).

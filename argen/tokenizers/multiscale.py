@@ -141,6 +141,10 @@ class ResidualQuantizer(Quantizer):
             composed = composed + self.expand(codes, scale)
         return composed
 
+    def compose_step(self, latent: torch.Tensor, ids: list[torch.Tensor], step: int) -> torch.Tensor:
+        # The same sum as compose, one term at a time: f̂_{s+1} = f̂_s + φ_s(upsample(lookup(z_s))).
+        return latent + self.expand(self.codebook.lookup(ids[step]).permute(0, 3, 1, 2), step)
+
     def codes_to_ids(self, codes: list[torch.Tensor]) -> list[torch.Tensor]:
         grids = []
         for grid in codes:
