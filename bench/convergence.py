@@ -9,8 +9,9 @@ configs/fashion-mnist/seed1/{scale,frequency}.toml (`argen train --config FILE`)
 every 700 steps (`--keep-every`, RUN/snapshots/step-N).
 
 - ``curves``: FID and class accuracy of 2 000 samples (classes balanced, seed 0, guidance 2, batch 100) of every
-  snapshot against the 60 000 training images, with the epoch and the CPU-minutes of training it took (the
-  trainer's own ``elapsed_seconds``, one thread). Writes OUT/curves.json, OUT/curves.md and OUT/curves.png.
+  snapshot against the 60 000 training images, with the epoch and the wall-minutes of training it took (the
+  trainer's own ``elapsed_seconds``, one thread, on a 2-core machine shared with other jobs: an upper bound on
+  CPU-minutes). Writes OUT/curves.json, OUT/curves.md and OUT/curves.png.
 - ``sweep``: each seed-0 model's sampling settings — guidance scale × top-k — scored by FID of 2 000 samples against
   the 10 000 *test* images (held out from training and from the final table's reference); the lowest FID among the
   settings with at least 90 % class accuracy is written to
@@ -120,12 +121,14 @@ def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         for snapshot in snapshots:
             step = int(snapshot.name.split("-")[1])
             results = evaluate(snapshot, num=2000, **CURVE_SETTINGS)
-            record = log.get(step, {})
+            # metrics.jsonl has a line every 20 steps: take the last one at or before the snapshot
+            logged = [index for index in log if index <= step]
+            record = log[max(logged)] if logged else {}
             rows.append(
                 {
                     "run": name,
                     "step": step,
-                    "epoch": record.get("epoch"),
+                    "epoch": step * 64 / 60000,  # batch 64 on the 60 000 training images
                     "cpu_minutes": record.get("elapsed_seconds", float("nan")) / 60,
                     "fid": results["fid"],
                     "class_accuracy": results["class_accuracy"],
@@ -134,7 +137,7 @@ def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     out = Path(arguments.out)
     (out / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        "| run | step | epoch | CPU-minutes | FID (2 000) ↓ | class accuracy ↑ |",
+        "| run | step | epoch | training wall-minutes | FID (2 000) ↓ | class accuracy ↑ |",
         "|---|---|---|---|---|---|",
     ]
     lines += [
@@ -160,7 +163,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
         for axis, key in zip(axes, ("epoch", "cpu_minutes")):
             axis.plot([p[key] for p in points], [p["fid"] for p in points], style, marker="o", label=name)
     axes[0].set_xlabel("training epochs")
-    axes[1].set_xlabel("CPU-minutes of training (one thread)")
+    axes[1].set_xlabel("wall-minutes of training (one thread, shared 2-core machine)")
     axes[0].set_ylabel("FID, 2 000 samples, guidance 2 ↓")
     for axis in axes:
         axis.set_yscale("log")
