@@ -157,13 +157,16 @@ def parse_labels(text: str | None) -> list[str] | None:
 
 
 def print_results(results: dict) -> None:
-    """A two-column table of a results dict (nested dicts flattened as parent.child)."""
+    """A two-column table of a results dict (nested dicts flattened as parent.child; long lists such as the radial
+    power spectrum are summarised, they are in full in --json)."""
     rows = []
     for name, value in results.items():
         if isinstance(value, dict):
             rows += [(f"{name}.{key}", inner) for key, inner in value.items()]
         else:
             rows.append((name, value))
+    rows = [(name, f"[{len(value)} values, in --json]" if isinstance(value, list) and len(value) > 8 else value)
+            for name, value in rows]  # fmt: skip
     width = max(len(name) for name, _ in rows)
     for name, value in rows:
         print(f"{name:<{width}}  {value:.4f}" if isinstance(value, float) else f"{name:<{width}}  {value}")
