@@ -23,15 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from provenance import machine_record
 
 from argen.pipeline import Pipeline
 from argen.samplers import SAMPLERS, generate, generate_collaborative
@@ -79,15 +77,6 @@ def measure(
         "large_calls_per_image": calls["drafter"] / len(labels),
         "small_calls_per_image": calls["refiner"] / len(labels),
     }
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-    except OSError:
-        return "unknown"
-    return commit.stdout.strip() + (" (uncommitted changes in the tree)" if dirty.stdout.strip() else "")
 
 
 def parameters(pipeline: Pipeline) -> int:
@@ -196,17 +185,7 @@ def main() -> None:
     started, load_before = time.perf_counter(), os.getloadavg()[0]
 
     results = [row for order_name in arguments.orders.split(",") for row in bench_order(order_name, arguments)]
-    machine = {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": arguments.threads,
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "seconds": time.perf_counter() - started,
-    }
+    machine = machine_record(started=started, load_before=load_before, threads=arguments.threads)
     table = render(results, arguments, machine, command)
     out = Path(arguments.out)
     out.parent.mkdir(parents=True, exist_ok=True)

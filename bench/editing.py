@@ -34,15 +34,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
+from provenance import machine_record
 
 from argen.data import image_grid, load_dataset
 from argen.evaluate import classifier_outputs, load_evaluation_classifier, reference_features
@@ -136,15 +134,6 @@ def class_editing_grid(pipelines: dict[str, Pipeline], images: torch.Tensor, lab
             rows.append(output.pixels.cpu())
             names.append(f"{order_name} keep {keep}")
     return labelled_grid(rows, names)
-
-
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-    except OSError:
-        return "unknown"
-    return commit.stdout.strip() + (" (uncommitted changes in the tree)" if dirty.stdout.strip() else "")
 
 
 def edit_all(
@@ -289,17 +278,7 @@ def main() -> None:
     class_editing_grid(pipelines, images[:EXAMPLES], labels[:EXAMPLES], seed=arguments.seed).save(
         out.parent / f"{out.stem}-class.png"
     )
-    machine = {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "threads": arguments.threads,
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "seconds": time.perf_counter() - started,
-    }
+    machine = machine_record(started=started, load_before=load_before, threads=arguments.threads)
     write_report(
         out, arguments=arguments, command=command, results=results, baseline=baseline, machine=machine,
         reference_count=reference["images"], count=count, classifier_accuracy=classifier_accuracy,

@@ -38,20 +38,18 @@ import argparse
 import json
 import multiprocessing
 import os
-import platform
 import resource
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 import traceback
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
+from provenance import machine_record
 
 from argen.orders import ORDERS, build_order, default_tokenizers
 from argen.samplers import generate
@@ -375,15 +373,6 @@ def render(summary: dict, settings: dict, machine: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def git_commit() -> str:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
-    except OSError:
-        return "unknown"
-    return commit.stdout.strip() + (" (uncommitted changes in the tree)" if dirty.stdout.strip() else "")
-
-
 def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="3m", help="transformer preset for every order (tiny, 1m, 3m, 10m)")
@@ -434,16 +423,7 @@ def main() -> None:
     }
     started, load_before = time.perf_counter(), os.getloadavg()[0]
     measured = measure_all(orders, settings)
-    machine = {
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "load_before": load_before,
-        "load_after": os.getloadavg()[0],
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-        "commit": git_commit(),
-        "seconds": time.perf_counter() - started,
-    }
+    machine = machine_record(started=started, load_before=load_before)
     summary = summarise(orders, measured, settings)
     markdown = render(summary, settings, machine)
     out = Path(arguments.out)
