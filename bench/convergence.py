@@ -4,19 +4,22 @@
     OMP_NUM_THREADS=1 python bench/convergence.py sweep  --runs runs/fashion-mnist --out runs/convergence
     OMP_NUM_THREADS=1 python bench/convergence.py final  --runs runs/fashion-mnist --out runs/convergence
 
-The runs are the recipes in configs/fashion-mnist/{raster,scale,frequency,neighbor}.toml and
-configs/fashion-mnist/seed1/{scale,frequency}.toml (`argen train --config FILE`); each keeps a copy of its weights
-every 700 steps (`--keep-every`, RUN/snapshots/step-N).
+The runs are the recipes in configs/fashion-mnist/ (`argen train --config FILE`): {raster,scale,frequency,
+neighbor}.toml and seed1/{scale,frequency}.toml (1400 steps), long/raster.toml (2800 steps) and epochs8/{scale,
+frequency}.toml and epochs8/seed1/{scale,frequency}.toml (7500 steps, 8 epochs); each keeps a copy of its weights
+every few hundred steps (`--keep-every`, RUN/snapshots/step-N). A run that is still training contributes the
+snapshots it has so far to ``curves``, and ``--previous FILE`` adds the rows of runs no longer on disk from an
+earlier curves.json (bench/results/convergence-curves.json holds the 1400-step runs').
 
 - ``curves``: FID and class accuracy of 2 000 samples (classes balanced, seed 0, guidance 2, batch 100) of every
   snapshot against the 60 000 training images, with the epoch and the wall-minutes of training it took (the
   trainer's own ``elapsed_seconds``, one thread, on a 2-core machine shared with other jobs: an upper bound on
   CPU-minutes). Writes OUT/curves.json, OUT/curves.md and OUT/curves.png.
-- ``sweep``: each seed-0 model's sampling settings — guidance scale × top-k — scored by FID of 2 000 samples against
-  the 10 000 *test* images (held out from training and from the final table's reference); the lowest FID among the
-  settings with at least 90 % class accuracy is written to
-  RUN/sampling.json, which `argen sample`, `argen eval`, `argen demo` and `Pipeline` use when the caller gives no
-  setting of their own. Writes OUT/sweep.json and OUT/sweep.md.
+- ``sweep``: the sampling settings of each run in SWEEP_RUNS — guidance scale × top-k — scored by FID of 2 000
+  samples against the 10 000 *test* images (held out from training and from the final table's reference); the
+  lowest FID among the settings with at least 90 % class accuracy is written to RUN/sampling.json, which `argen
+  sample`, `argen eval`, `argen demo` and `Pipeline` use when the caller gives no setting of their own. Writes
+  OUT/sweep.json and OUT/sweep.md.
 - ``final``: 10 000 samples per run at its recommended settings against the training images, with the spectral
   metrics. Writes OUT/final.json and OUT/final.md.
 
@@ -43,9 +46,24 @@ RUNS = {
     "seed1/scale": "seed1/scale",
     "seed1/frequency": "seed1/frequency",
     "long/raster": "long/raster",
+    # 8 epochs (7500 steps, configs/fashion-mnist/epochs8/), the same recipe otherwise
+    "epochs8/scale": "epochs8/scale",
+    "epochs8/frequency": "epochs8/frequency",
+    "epochs8/raster": "epochs8/raster",
+    "epochs8/neighbor": "epochs8/neighbor",
+    "epochs8/seed1/scale": "epochs8/seed1/scale",
+    "epochs8/seed1/frequency": "epochs8/seed1/frequency",
 }
 CURVE_SETTINGS = {"cfg_scale": 2.0}
-CURVE_RUNS = ["neighbor", "scale", "frequency", "long/raster"]  # second seeds: final points only (CPU budget)
+# second seeds: final points only (CPU budget)
+CURVE_RUNS = ["neighbor", "scale", "frequency", "long/raster", "epochs8/scale", "epochs8/frequency", "epochs8/raster",
+              "epochs8/neighbor"]  # fmt: skip
+# The runs whose own sweep picks their sampling settings; every other run samples with the settings of the run named
+# here (a second seed with its first seed's, a longer run with the equal-steps run's).
+SWEEP_RUNS = ["raster", "neighbor", "scale", "frequency", "epochs8/scale", "epochs8/frequency", "epochs8/raster",
+              "epochs8/neighbor"]  # fmt: skip
+SETTINGS_FROM = {"seed1/scale": "scale", "seed1/frequency": "frequency", "long/raster": "raster",
+                 "epochs8/seed1/scale": "epochs8/scale", "epochs8/seed1/frequency": "epochs8/frequency"}  # fmt: skip
 # Guidance 1.5 / 2 / 3 over the whole vocabulary, and top-k 100 at guidance 2 (top-k 0 = the whole vocabulary).
 SWEEP = [{"cfg_scale": 1.5, "top_k": 0}, {"cfg_scale": 2.0, "top_k": 0}, {"cfg_scale": 3.0, "top_k": 0},
          {"cfg_scale": 2.0, "top_k": 100}]  # fmt: skip
@@ -115,7 +133,11 @@ def training_log(run: Path) -> dict[int, dict]:
 
 def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     rows = []
-    for name, run in trained_runs(Path(arguments.runs), names=arguments.only or CURVE_RUNS):
+    # a run still training contributes the snapshots it has kept so far
+    names = [
+        name for name in arguments.only or CURVE_RUNS if (Path(arguments.runs) / RUNS[name] / "snapshots").is_dir()
+    ]
+    for name, run in ((name, Path(arguments.runs) / RUNS[name]) for name in names):
         log = training_log(run)
         snapshots = sorted((run / "snapshots").glob("step-*"), key=lambda path: int(path.name.split("-")[1]))
         for snapshot in snapshots:
@@ -134,6 +156,10 @@ def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
                     "class_accuracy": results["class_accuracy"],
                 }
             )
+    if arguments.previous:  # rows of runs that are no longer on disk, from an earlier curves.json
+        evaluated = {row["run"] for row in rows}
+        earlier = json.loads(Path(arguments.previous).read_text())
+        rows = [row for row in earlier if row["run"] not in evaluated] + rows
     out = Path(arguments.out)
     (out / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
@@ -159,7 +185,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     figure, axes = plt.subplots(1, 2, figsize=(10, 3.6), sharey=True)
     for name in dict.fromkeys(row["run"] for row in rows):
         points = [row for row in rows if row["run"] == name]
-        style = "--" if name.startswith("seed1/") else "-"
+        style = "--" if "seed1/" in name else ":" if not name.startswith("epochs8/") else "-"
         for axis, key in zip(axes, ("epoch", "cpu_minutes")):
             axis.plot([p[key] for p in points], [p["fid"] for p in points], style, marker="o", label=name)
     axes[0].set_xlabel("training epochs")
@@ -176,9 +202,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     table = {}
-    for name, run in trained_runs(Path(arguments.runs)):
-        if "/" in name:
-            continue  # a second seed or a longer run samples with its seed-0 order's settings (see `final`)
+    for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):
         scores = []
         for settings in SWEEP:
             results = evaluate(run, num=2000, reference="test", **settings)
@@ -209,8 +233,8 @@ def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
 
 def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     table = {}
-    for name, run in trained_runs(Path(arguments.runs)):
-        chosen = Path(arguments.runs) / RUNS[name.split("/")[-1]] / "sampling.json"  # seed1/scale uses scale's
+    for name, run in trained_runs(Path(arguments.runs), names=arguments.only):
+        chosen = Path(arguments.runs) / RUNS[SETTINGS_FROM.get(name, name)] / "sampling.json"
         settings = json.loads(chosen.read_text())["recommended"] if chosen.is_file() else dict(CURVE_SETTINGS)
         table[name] = {"settings": settings, **evaluate(run, num=10000, **settings)}
     out = Path(arguments.out)
@@ -231,7 +255,7 @@ def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
 
 
 # Which run each shipped model directory (checkpoints/fashion-mnist/ORDER) was exported from.
-SHIPPED = {"raster": "long/raster", "scale": "scale", "frequency": "frequency", "neighbor": "neighbor"}
+SHIPPED = {"raster": "long/raster", "scale": "epochs8/scale", "frequency": "epochs8/frequency", "neighbor": "neighbor"}
 
 
 def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
@@ -239,7 +263,7 @@ def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
     the runs the shipped models came from; the real-images row is kept from the file already there."""
     path = Path(arguments.results)
     previous = json.loads(path.read_text()) if path.is_file() else {}
-    orders = {}
+    orders = dict(previous.get("orders", {}))  # an order not evaluated in this run keeps its entry
     for order, name in SHIPPED.items():
         if name not in table:
             continue
@@ -267,7 +291,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
     parser.add_argument("--results", help="final: also write this results.json (argen bench's format) for the demo")
-    parser.add_argument("--only", type=lambda text: text.split(","), help="curves: these runs only, e.g. raster,scale")
+    parser.add_argument("--previous", help="curves: add the rows of runs not evaluated now from this curves.json")
+    parser.add_argument("--only", type=lambda text: text.split(","), help="these runs only, e.g. raster,epochs8/scale")
     arguments = parser.parse_args(argv)
     evaluate = Evaluator(arguments)
     {"curves": curves, "sweep": sweep, "final": final}[arguments.what](arguments, evaluate)
