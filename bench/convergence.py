@@ -3,6 +3,7 @@
     OMP_NUM_THREADS=1 python bench/convergence.py curves --runs runs/fashion-mnist --out runs/convergence
     OMP_NUM_THREADS=1 python bench/convergence.py sweep  --runs runs/fashion-mnist --out runs/convergence
     OMP_NUM_THREADS=1 python bench/convergence.py final  --runs runs/fashion-mnist --out runs/convergence
+    python bench/convergence.py table --finals bench/results/convergence-final.json runs/convergence/final.json
 
 The runs are the recipes in configs/fashion-mnist/ (`argen train --config FILE`): {raster,scale,frequency,
 neighbor}.toml and seed1/{scale,frequency}.toml (1400 steps), long/raster.toml (2800 steps) and epochs8/{scale,
@@ -254,6 +255,48 @@ def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         write_shipped_results(arguments, table)
 
 
+# The README's comparison table: label, tokenizer and training steps of each run name.
+TABLE_RUNS = {
+    "raster": ("raster (step 1400 of its 2800-step run)", "vq", 1400),
+    "neighbor": ("neighbor", "vq", 1400),
+    "scale": ("scale, seed 0", "multiscale", 1400),
+    "seed1/scale": ("scale, seed 1", "multiscale", 1400),
+    "frequency": ("frequency, seed 0", "frequency (grid)", 1400),
+    "seed1/frequency": ("frequency, seed 1", "frequency (grid)", 1400),
+    "long/raster": ("raster, 2800 steps (shipped)", "vq", 2800),
+    "epochs8/raster": ("raster, 8 epochs", "vq", 7500),
+    "epochs8/neighbor": ("neighbor, 8 epochs", "vq", 7500),
+    "epochs8/scale": ("scale, 8 epochs, seed 0", "multiscale", 7500),
+    "epochs8/seed1/scale": ("scale, 8 epochs, seed 1", "multiscale", 7500),
+    "epochs8/frequency": ("frequency, 8 epochs, seed 0", "frequency (grid)", 7500),
+    "epochs8/seed1/frequency": ("frequency, 8 epochs, seed 1", "frequency (grid)", 7500),
+}
+
+
+def table(arguments: argparse.Namespace, evaluate: Evaluator | None = None) -> None:
+    """Print the README's comparison table from the final.json files given with --finals (later files win)."""
+    entries: dict[str, dict] = {}
+    for path in arguments.finals:
+        entries.update(json.loads(Path(path).read_text()))
+    lines = [
+        "| order | tokenizer | steps (epochs) | sampling | FID ↓ | KID×1000 ↓ | IS ↑ | precision ↑ | recall ↑ | "
+        "class accuracy ↑ | high-band energy ratio | frequency keep score ↑ | passes/image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, (label, tokenizer, steps) in TABLE_RUNS.items():
+        if name not in entries:
+            continue
+        entry, settings = entries[name], entries[name]["settings"]
+        lines.append(
+            f"| {label} | {tokenizer} | {steps} ({steps * 64 / 60000:.2f}) | cfg {settings['cfg_scale']}, top-k "
+            f"{settings.get('top_k') or 'all'} | {entry['fid']:.3f} | {1000 * entry['kid']:.1f} ± "
+            f"{1000 * entry['kid_std']:.1f} | {entry['inception_score']:.2f} | {entry['precision']:.3f} | "
+            f"{entry['recall']:.3f} | {entry['class_accuracy']:.1%} | {entry['energy_ratio_high']:.3f} | "
+            f"{entry['frequency_keep_score']:.3f} | {entry['forward_passes_per_image']:.0f} |"
+        )
+    print("\n".join(lines))
+
+
 # Which run each shipped model directory (checkpoints/fashion-mnist/ORDER) was exported from.
 SHIPPED = {"raster": "long/raster", "scale": "epochs8/scale", "frequency": "epochs8/frequency", "neighbor": "neighbor"}
 
@@ -286,14 +329,17 @@ def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("curves", "sweep", "final"))
+    parser.add_argument("what", choices=("curves", "sweep", "final", "table"))
     parser.add_argument("--runs", default="runs/fashion-mnist", help="folder holding the run directories")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
     parser.add_argument("--results", help="final: also write this results.json (argen bench's format) for the demo")
     parser.add_argument("--previous", help="curves: add the rows of runs not evaluated now from this curves.json")
     parser.add_argument("--only", type=lambda text: text.split(","), help="these runs only, e.g. raster,epochs8/scale")
+    parser.add_argument("--finals", nargs="+", default=[], help="table: final.json files (later files win)")
     arguments = parser.parse_args(argv)
+    if arguments.what == "table":
+        return table(arguments)
     evaluate = Evaluator(arguments)
     {"curves": curves, "sweep": sweep, "final": final}[arguments.what](arguments, evaluate)
 
