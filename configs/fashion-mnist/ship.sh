@@ -13,6 +13,14 @@ argen train-classifier --config configs/fashion-mnist/classifier.toml
 for order in raster scale frequency neighbor; do argen train --config configs/fashion-mnist/$order.toml; done
 for order in scale frequency; do argen train --config configs/fashion-mnist/seed1/$order.toml; done
 argen train --config configs/fashion-mnist/long/raster.toml
+# 8 epochs of scale and frequency, two seeds each, on the ids of the shipped tokenizers (the shipped scale and frequency)
+for order in scale frequency; do
+  kind=$([ $order = scale ] && echo multiscale || echo frequency)
+  argen encode --tokenizer checkpoints/fashion-mnist/$order/tokenizer --data fashion-mnist \
+    --out runs/fashion-mnist/tokens/$kind-shipped-train.safetensors
+  argen train --config configs/fashion-mnist/epochs8/$order.toml
+  argen train --config configs/fashion-mnist/epochs8/seed1/$order.toml
+done
 for variant in paper-carry paper-nocarry grid-carry grid-nocarry; do  # the band-allocation ablation
   argen train-tokenizer --config configs/fashion-mnist/ablation/tokenizer-frequency-$variant.toml
   argen train --config configs/fashion-mnist/ablation/frequency-$variant.toml
@@ -21,8 +29,12 @@ python bench/convergence.py curves   # learning curves of every kept snapshot
 python bench/convergence.py sweep    # picks each model's sampling settings, writes RUN/sampling.json
 python bench/convergence.py final    # 10 000 samples per run at its settings
 python bench/band_ablation.py
-for order in raster scale frequency neighbor; do  # float16 copies; sampling.json travels with them
-  argen export --model runs/fashion-mnist/$order --out checkpoints/fashion-mnist/$order
+# float16 copies; sampling.json travels with them (the shipped raster is the 2800-step run, scale and frequency the
+# 8-epoch seed-0 runs, neighbor the 1400-step run)
+argen export --model runs/fashion-mnist/long/raster --out checkpoints/fashion-mnist/raster
+argen export --model runs/fashion-mnist/neighbor --out checkpoints/fashion-mnist/neighbor
+for order in scale frequency; do
+  argen export --model runs/fashion-mnist/epochs8/$order --out checkpoints/fashion-mnist/$order
 done
 for order in scale frequency; do  # the small models of collaborative decoding
   argen train --config configs/fashion-mnist/refiner-$order.toml
