@@ -298,7 +298,12 @@ def table(arguments: argparse.Namespace, evaluate: Evaluator | None = None) -> N
 
 
 # Which run each shipped model directory (checkpoints/fashion-mnist/ORDER) was exported from.
-SHIPPED = {"raster": "long/raster", "scale": "epochs8/scale", "frequency": "epochs8/frequency", "neighbor": "neighbor"}
+SHIPPED = {
+    "raster": "epochs8/raster",
+    "scale": "epochs8/scale",
+    "frequency": "epochs8/frequency",
+    "neighbor": "neighbor",
+}
 
 
 def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
