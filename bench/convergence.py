@@ -263,12 +263,12 @@ TABLE_RUNS = {
     "seed1/scale": ("scale, seed 1", "multiscale", 1400),
     "frequency": ("frequency, seed 0", "frequency (grid)", 1400),
     "seed1/frequency": ("frequency, seed 1", "frequency (grid)", 1400),
-    "long/raster": ("raster, 2800 steps (shipped)", "vq", 2800),
-    "epochs8/raster": ("raster, 8 epochs", "vq", 7500),
+    "long/raster": ("raster, 2800 steps", "vq", 2800),
+    "epochs8/raster": ("raster, 8 epochs (shipped)", "vq", 7500),
     "epochs8/neighbor": ("neighbor, 8 epochs", "vq", 7500),
-    "epochs8/scale": ("scale, 8 epochs, seed 0", "multiscale", 7500),
+    "epochs8/scale": ("scale, 8 epochs (shipped)", "multiscale", 7500),
     "epochs8/seed1/scale": ("scale, 8 epochs, seed 1", "multiscale", 7500),
-    "epochs8/frequency": ("frequency, 8 epochs, seed 0", "frequency (grid)", 7500),
+    "epochs8/frequency": ("frequency, 8 epochs (shipped)", "frequency (grid)", 7500),
     "epochs8/seed1/frequency": ("frequency, 8 epochs, seed 1", "frequency (grid)", 7500),
 }
 
