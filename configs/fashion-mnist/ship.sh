@@ -29,9 +29,9 @@ python bench/convergence.py curves   # learning curves of every kept snapshot
 python bench/convergence.py sweep    # picks each model's sampling settings, writes RUN/sampling.json
 python bench/convergence.py final    # 10 000 samples per run at its settings
 python bench/band_ablation.py
-# float16 copies; sampling.json travels with them (the shipped raster is the 2800-step run, scale and frequency the
-# 8-epoch seed-0 runs, neighbor the 1400-step run)
-argen export --model runs/fashion-mnist/long/raster --out checkpoints/fashion-mnist/raster
+# float16 copies; sampling.json travels with them (the shipped raster, scale and frequency are the 8-epoch runs,
+# neighbor the 1400-step run)
+argen export --model runs/fashion-mnist/epochs8/raster --out checkpoints/fashion-mnist/raster
 argen export --model runs/fashion-mnist/neighbor --out checkpoints/fashion-mnist/neighbor
 for order in scale frequency; do
   argen export --model runs/fashion-mnist/epochs8/$order --out checkpoints/fashion-mnist/$order
@@ -41,4 +41,4 @@ for order in scale frequency; do  # the small models of collaborative decoding
   argen export --model runs/fashion-mnist/refiners/$order --out checkpoints/fashion-mnist/refiners/$order
 done
 argen export --model runs/fashion-mnist/classifier --out checkpoints/fashion-mnist/classifier
-argen bench --data fashion-mnist --out checkpoints/fashion-mnist --evaluate-only
+python bench/convergence.py final --results checkpoints/fashion-mnist/results.json   
