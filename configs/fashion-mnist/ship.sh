@@ -41,4 +41,4 @@ for order in scale frequency; do  # the small models of collaborative decoding
   argen export --model runs/fashion-mnist/refiners/$order --out checkpoints/fashion-mnist/refiners/$order
 done
 argen export --model runs/fashion-mnist/classifier --out checkpoints/fashion-mnist/classifier
-python bench/convergence.py final --results checkpoints/fashion-mnist/results.json   
+python bench/convergence.py final --results checkpoints/fashion-mnist/results.json  # what argen demo shows
