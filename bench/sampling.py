@@ -216,8 +216,10 @@ def render(found: list[Configuration], training: dict | None, arguments: argpars
         + f"peak MiB (batch {max(arguments.batch_sizes)}) | compile s |",
         "|---|---|---|---|---|---|---|" + "---|" * len(batches) + "---|---|",
     ]
-    reference = {
-        (c.mode, c.cfg): statistics.median(c.latency) for c in found if c.order == "raster" and c.sampler == "ar"
+    reference = {  # empty when batch 1 was not timed (--batch-sizes without 1): the ratio column is then nan
+        (c.mode, c.cfg): statistics.median(c.latency)
+        for c in found
+        if c.order == "raster" and c.sampler == "ar" and c.latency
     }
     for c in found:
         latency = statistics.median(c.latency) if c.latency else float("nan")
