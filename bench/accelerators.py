@@ -21,10 +21,12 @@ from pathlib import Path
 
 # (name, model order, extra `argen eval` flags, images); refiners live in CHECKPOINTS/refiners/<order>. SJD at batch
 # 100 runs several times slower than plain decoding on a CPU (every pass feeds the whole window), so its comparison
-# uses 2 000 images, with a plain-decoding row at 2 000 images to compare with (FID depends on the image count).
+# uses 2 000 images, with a plain-decoding row at 2 000 images to compare with (FID depends on the image count);
+# raster-jacobi-10k compares with the 10 000-image plain row of results.json.
 VARIANTS = [
     ("raster-plain-2k", "raster", [], 2000),
     ("raster-jacobi-2k", "raster", ["--sampler", "jacobi", "--window", "16"], 2000),
+    ("raster-jacobi-10k", "raster", ["--sampler", "jacobi", "--window", "16"], 10000),
     ("neighbor-plain-2k", "neighbor", [], 2000),
     ("neighbor-jacobi-2k", "neighbor", ["--sampler", "jacobi", "--window", "4"], 2000),
     ("frequency-code3", "frequency", ["--sampler", "collaborative", "--draft-steps", "3"], 10000),
