@@ -59,12 +59,18 @@ CURVE_SETTINGS = {"cfg_scale": 2.0}
 # second seeds: final points only (CPU budget)
 CURVE_RUNS = ["neighbor", "scale", "frequency", "long/raster", "epochs8/scale", "epochs8/frequency", "epochs8/raster",
               "epochs8/neighbor"]  # fmt: skip
-# The runs whose own sweep picks their sampling settings; every other run samples with the settings of the run named
-# here (a second seed with its first seed's, a longer run with the equal-steps run's).
-SWEEP_RUNS = ["raster", "neighbor", "scale", "frequency", "epochs8/scale", "epochs8/frequency", "epochs8/raster",
-              "epochs8/neighbor"]  # fmt: skip
+# A second seed samples with its first seed's settings, a longer run with the equal-steps run's; every other run's
+# own sweep picks its settings.
 SETTINGS_FROM = {"seed1/scale": "scale", "seed1/frequency": "frequency", "long/raster": "raster",
                  "epochs8/seed1/scale": "epochs8/scale", "epochs8/seed1/frequency": "epochs8/frequency"}  # fmt: skip
+SWEEP_RUNS = [name for name in RUNS if name not in SETTINGS_FROM]
+BATCH_SIZE, TRAINING_IMAGES = 64, 60000  # the recipes' batch and the Fashion-MNIST training set
+
+
+def epochs(steps: int) -> float:
+    return steps * BATCH_SIZE / TRAINING_IMAGES
+
+
 # Guidance 1.5 / 2 / 3 over the whole vocabulary, and top-k 100 at guidance 2 (top-k 0 = the whole vocabulary).
 SWEEP = [{"cfg_scale": 1.5, "top_k": 0}, {"cfg_scale": 2.0, "top_k": 0}, {"cfg_scale": 3.0, "top_k": 0},
          {"cfg_scale": 2.0, "top_k": 100}]  # fmt: skip
@@ -151,7 +157,7 @@ def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
                 {
                     "run": name,
                     "step": step,
-                    "epoch": step * 64 / 60000,  # batch 64 on the 60 000 training images
+                    "epoch": epochs(step),
                     "cpu_minutes": record.get("elapsed_seconds", float("nan")) / 60,
                     "fid": results["fid"],
                     "class_accuracy": results["class_accuracy"],
@@ -273,7 +279,7 @@ TABLE_RUNS = {
 }
 
 
-def table(arguments: argparse.Namespace, evaluate: Evaluator | None = None) -> None:
+def table(arguments: argparse.Namespace) -> None:
     """Print the README's comparison table from the final.json files given with --finals (later files win)."""
     entries: dict[str, dict] = {}
     for path in arguments.finals:
@@ -288,7 +294,7 @@ def table(arguments: argparse.Namespace, evaluate: Evaluator | None = None) -> N
             continue
         entry, settings = entries[name], entries[name]["settings"]
         lines.append(
-            f"| {label} | {tokenizer} | {steps} ({steps * 64 / 60000:.2f}) | cfg {settings['cfg_scale']}, top-k "
+            f"| {label} | {tokenizer} | {steps} ({epochs(steps):.2f}) | cfg {settings['cfg_scale']}, top-k "
             f"{settings.get('top_k') or 'all'} | {entry['fid']:.3f} | {1000 * entry['kid']:.1f} ± "
             f"{1000 * entry['kid_std']:.1f} | {entry['inception_score']:.2f} | {entry['precision']:.3f} | "
             f"{entry['recall']:.3f} | {entry['class_accuracy']:.1%} | {entry['energy_ratio_high']:.3f} | "
