@@ -23,6 +23,10 @@ earlier curves.json (bench/results/convergence-curves.json holds the 1400-step r
   OUT/sweep.json and OUT/sweep.md.
 - ``final``: 10 000 samples per run at its recommended settings against the training images, with the spectral
   metrics. Writes OUT/final.json and OUT/final.md.
+- ``seeds``: the two training seeds of scale and frequency side by side at every step where both kept a snapshot
+  (from ``--curves FILE``, a curves.json), with each order's seed-to-seed difference and frequency − scale per seed:
+  the same recipe and learning-rate schedule, so a matched step is a matched point of training even when the second
+  seed's run stopped early. Writes OUT/seeds.md.
 
 Every evaluation is cached in OUT/cache/ under the model's weight fingerprint and the settings, so a rerun only
 evaluates what changed. Speed is not measured here (the machine was shared with the trainings).
@@ -349,15 +353,61 @@ def write_shipped_results(arguments: argparse.Namespace, table: dict) -> None:
     print(f"wrote {path}")
 
 
+SEED_PAIRS = {"scale": ("epochs8/scale", "epochs8/seed1/scale"),
+              "frequency": ("epochs8/frequency", "epochs8/seed1/frequency")}  # fmt: skip
+
+
+def seeds(arguments: argparse.Namespace) -> None:
+    """Seed 0 against seed 1 of each order at the steps both kept, from a curves.json (no evaluation)."""
+    rows = json.loads(Path(arguments.curves).read_text())
+    fid = {(row["run"], row["step"]): row["fid"] for row in rows}
+    steps = sorted(
+        step
+        for (run, step) in fid
+        if run == SEED_PAIRS["scale"][0] and all((name, step) in fid for pair in SEED_PAIRS.values() for name in pair)
+    )
+    if not steps:
+        raise SystemExit(f"{arguments.curves} has no step at which both seeds of both orders were evaluated")
+    lines = [
+        "| step | epoch | scale seed 0 | scale seed 1 | frequency seed 0 | frequency seed 1 | "
+        "frequency − scale, seed 0 | frequency − scale, seed 1 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    spreads: dict[str, list[float]] = {order: [] for order in SEED_PAIRS}
+    ahead = [0, 0]  # steps at which frequency has the lower FID, per seed
+    for step in steps:
+        values = {order: [fid[(name, step)] for name in pair] for order, pair in SEED_PAIRS.items()}
+        for order in SEED_PAIRS:
+            spreads[order].append(abs(values[order][0] - values[order][1]))
+        gaps = [values["frequency"][seed] - values["scale"][seed] for seed in (0, 1)]
+        ahead = [count + (gap < 0) for count, gap in zip(ahead, gaps)]
+        lines.append(
+            f"| {step} | {epochs(step):.2f} | {values['scale'][0]:.3f} | {values['scale'][1]:.3f} | "
+            f"{values['frequency'][0]:.3f} | {values['frequency'][1]:.3f} | {gaps[0]:+.3f} | {gaps[1]:+.3f} |"
+        )
+    lines.append("")
+    lines.append(
+        "Mean seed-to-seed |difference|: "
+        + ", ".join(f"{order} {sum(values) / len(values):.3f}" for order, values in spreads.items())
+        + f". Frequency ahead of scale at {ahead[0]} of {len(steps)} steps with seed 0 and {ahead[1]} of "
+        f"{len(steps)} with seed 1."
+    )
+    out = Path(arguments.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "seeds.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("curves", "sweep", "final", "table"))
+    parser.add_argument("what", choices=("curves", "sweep", "final", "table", "seeds"))
     parser.add_argument("--runs", default="runs/fashion-mnist", help="folder holding the run directories")
     parser.add_argument("--out", default="runs/convergence")
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
     parser.add_argument("--results", help="final: also write this results.json (argen bench's format) for the demo")
     parser.add_argument("--previous", help="curves: add the rows of runs not evaluated now from this curves.json")
     parser.add_argument("--only", type=lambda text: text.split(","), help="these runs only, e.g. raster,epochs8/scale")
+    parser.add_argument("--curves", default="runs/convergence/curves.json", help="seeds: the curves.json to read")
     parser.add_argument("--finals", nargs="+", default=[], help="table: final.json files (later files win)")
     parser.add_argument(
         "--lower-guidance",
@@ -367,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
     if arguments.what == "table":
         return table(arguments)
+    if arguments.what == "seeds":
+        return seeds(arguments)
     evaluate = Evaluator(arguments)
     if arguments.what == "sweep" and arguments.lower_guidance:
         return lower_guidance(arguments, evaluate)
