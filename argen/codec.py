@@ -311,6 +311,9 @@ class CompressionReport:
     ideal_bits: float
     seconds: float
     lossless: bool
+    # (N,) the class each image was coded under (uniform class prior of a class-conditional model), else None:
+    # pass it back as ``compress(classes=...)`` to code the same images again without the per-class search.
+    classes: Tensor | None = None
 
     @property
     def bits_per_dim(self) -> float:
@@ -437,6 +440,8 @@ class Codec:
         steps: int,
         images: Tensor | None = None,
         bits: dict[str, float] | None = None,
+        classes: Tensor | None = None,
+        chosen: list[Tensor] | None = None,
     ) -> tuple[Tensor, list[int]]:
         """Code (``images`` given) or decode one block of ``batch`` images; returns (uint8 pixels, content CRCs).
 
@@ -458,7 +463,9 @@ class Codec:
         if self.num_classes:
             if class_prior == "uniform":
                 if encoding:
-                    labels_true = self._cheapest_classes(truth_ids)
+                    labels_true = classes.to(device) if classes is not None else self._cheapest_classes(truth_ids)
+                    if chosen is not None:
+                        chosen.append(labels_true.cpu())
                 weights = quantize_log_probs(torch.zeros(batch, self.num_classes))
                 labels = torch.from_numpy(streams.code(0, weights, labels_true)).long().to(device)
                 if bits is not None:
@@ -547,8 +554,13 @@ class Codec:
         block_size: int = DEFAULT_BLOCK_SIZE,
         progress: bool = True,
         extra: dict[str, Any] | None = None,
+        classes: Tensor | None = None,
     ) -> tuple[bytes, CompressionReport]:
-        """uint8 (N, C, H, W) images → (the ``.argz`` bytes, a report). ``names`` default to 00000, 00001, ..."""
+        """uint8 (N, C, H, W) images → (the ``.argz`` bytes, a report). ``names`` default to 00000, 00001, ...
+
+        With the uniform class prior each image is coded under the class that makes its tokens cheapest, found by one
+        teacher-forced pass per class; ``classes`` ((N,) ids, e.g. an earlier report's ``classes`` or the true
+        labels) codes them under those instead, skipping the search. Any class decodes, so the file stays exact."""
         from tqdm.auto import tqdm
 
         self.check_images(images)
@@ -557,6 +569,12 @@ class Codec:
         if block_size < 1:
             raise ArgenError(f"block size must be at least 1, got {block_size}")
         count = len(images)
+        if classes is not None:
+            if not self.num_classes or class_prior != "uniform":
+                raise ArgenError("classes= needs a class-conditional model and the uniform class prior")
+            classes = torch.as_tensor(classes).long()
+            if classes.shape != (count,) or bool(((classes < 0) | (classes >= self.num_classes)).any()):
+                raise ArgenError(f"classes must be {count} class ids in 0..{self.num_classes - 1}, one per image")
         names = list(names) if names is not None else [f"{index:05d}" for index in range(count)]
         if len(names) != count:
             raise ArgenError(f"got {len(names)} names for {count} images")
@@ -565,12 +583,14 @@ class Codec:
         streams = _Streams(self.token_streams + (1 if lossless else 0))
         bits = {"class": 0.0, "tokens": 0.0, "residual": 0.0}
         checks = []
+        chosen: list[Tensor] = []
         start = time.perf_counter()
         for offset in tqdm(range(0, count, block_size), desc="compress", unit="block", disable=not progress):
             block = images[offset : offset + block_size]
             _, block_checks = self._block(
                 streams, len(block), class_prior=class_prior, lossless=lossless, steps=self.layout.num_steps,
-                images=block, bits=bits,
+                images=block, bits=bits, chosen=chosen,
+                classes=None if classes is None else classes[offset : offset + block_size],
             )  # fmt: skip
             checks.append(block_checks)
         payloads = streams.payloads()
@@ -604,6 +624,7 @@ class Codec:
             ideal_bits=sum(streams.ideal),
             seconds=seconds,
             lossless=lossless,
+            classes=torch.cat(chosen) if chosen else None,
         )
         return data, report
 
@@ -832,8 +853,10 @@ def compress(
     resize: bool = False,
     device: str = "cpu",
     progress: bool = True,
+    classes: Tensor | None = None,
 ) -> tuple[bytes, CompressionReport]:
-    """Compress images with the model directory ``model``: what `argen compress` does.
+    """Compress images with the model directory ``model``: what `argen compress` does (``classes``: see
+    `Codec.compress`).
 
     ``inputs`` are image files, folders or npz files (see `read_inputs`), or a uint8 (N, C, H, W) tensor. ``out``
     (optional) is where the ``.argz`` file is written, atomically. Returns the file's bytes and a report::
@@ -852,8 +875,9 @@ def compress(
         if converted and progress:
             print(f"converted or resized {converted} image(s) to {codec.shape[1]}×{codec.shape[2]} (--resize)")
     data, report = codec.compress(
-        images, names=names, lossless=lossless, class_prior=class_prior, block_size=block_size, progress=progress
-    )
+        images, names=names, lossless=lossless, class_prior=class_prior, block_size=block_size, progress=progress,
+        classes=classes,
+    )  # fmt: skip
     if out is not None:
         atomic_write(out, lambda temporary: temporary.write_bytes(data))
     return data, report

@@ -180,6 +180,25 @@ def test_the_uniform_prior_picks_the_cheapest_class(models):
     assert torch.equal(chosen, torch.stack(costs, 1).argmin(1))
 
 
+def test_given_classes_skip_the_search_and_still_round_trip(models):
+    codec = Codec(models["raster"])
+    images = make_images(10)
+    searched, report = codec.compress(images, block_size=4, progress=False)
+    assert report.classes is not None and report.classes.shape == (10,)
+    # the search's own choice given back codes the same bytes
+    again, _ = codec.compress(images, block_size=4, progress=False, classes=report.classes)
+    assert again == searched
+    # any other class is a valid (longer or equal) code that decodes to the same reconstruction
+    other = (report.classes + 1) % codec.num_classes
+    forced, forced_report = codec.compress(images, block_size=4, lossless=True, progress=False, classes=other)
+    assert torch.equal(forced_report.classes, other)
+    assert torch.equal(codec.decompress(forced, progress=False).pixels, images)
+    with pytest.raises(ArgenError, match="class ids"):
+        codec.compress(images, progress=False, classes=torch.full((10,), codec.num_classes))
+    with pytest.raises(ArgenError, match="uniform class prior"):
+        codec.compress(images, progress=False, class_prior="null", classes=report.classes)
+
+
 @pytest.mark.parametrize("order", ["scale", "frequency"])
 def test_progressive_prefixes_decode_the_first_steps(models, order):
     codec = Codec(models[order])
