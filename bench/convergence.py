@@ -361,11 +361,8 @@ def seeds(arguments: argparse.Namespace) -> None:
     """Seed 0 against seed 1 of each order at the steps both kept, from a curves.json (no evaluation)."""
     rows = json.loads(Path(arguments.curves).read_text())
     fid = {(row["run"], row["step"]): row["fid"] for row in rows}
-    steps = sorted(
-        step
-        for (run, step) in fid
-        if run == SEED_PAIRS["scale"][0] and all((name, step) in fid for pair in SEED_PAIRS.values() for name in pair)
-    )
+    runs = [name for pair in SEED_PAIRS.values() for name in pair]
+    steps = sorted(set.intersection(*({step for (run, step) in fid if run == name} for name in runs)))
     if not steps:
         raise SystemExit(f"{arguments.curves} has no step at which both seeds of both orders were evaluated")
     lines = [
@@ -374,17 +371,18 @@ def seeds(arguments: argparse.Namespace) -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     spreads: dict[str, list[float]] = {order: [] for order in SEED_PAIRS}
-    ahead = [0, 0]  # steps at which frequency has the lower FID, per seed
+    all_gaps = []  # per step, frequency − scale for seed 0 and seed 1
     for step in steps:
         values = {order: [fid[(name, step)] for name in pair] for order, pair in SEED_PAIRS.items()}
         for order in SEED_PAIRS:
             spreads[order].append(abs(values[order][0] - values[order][1]))
         gaps = [values["frequency"][seed] - values["scale"][seed] for seed in (0, 1)]
-        ahead = [count + (gap < 0) for count, gap in zip(ahead, gaps)]
+        all_gaps.append(gaps)
         lines.append(
             f"| {step} | {epochs(step):.2f} | {values['scale'][0]:.3f} | {values['scale'][1]:.3f} | "
             f"{values['frequency'][0]:.3f} | {values['frequency'][1]:.3f} | {gaps[0]:+.3f} | {gaps[1]:+.3f} |"
         )
+    ahead = [sum(gaps[seed] < 0 for gaps in all_gaps) for seed in (0, 1)]  # steps where frequency is lower
     lines.append("")
     lines.append(
         "Mean seed-to-seed |difference|: "
