@@ -526,7 +526,9 @@ class Codec:
         for label in range(self.num_classes):
             labels = torch.full((targets.shape[0],), label, dtype=torch.long, device=self.device)
             logits = self.order.logits(self.model(inputs, labels, layout=self.layout), self.layout)
-            costs.append(F.cross_entropy(logits.transpose(1, 2), targets, reduction="none").sum(1))
+            # on a contiguous (B·L, V) block: cross-entropy over a transposed (B, V, L) view reads V-strided memory
+            flat = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+            costs.append(flat.view(targets.shape).sum(1))
         return torch.stack(costs, dim=1).argmin(dim=1)
 
     # -- public --------------------------------------------------------------------------------------------------

@@ -143,7 +143,9 @@ def bpp_at(curve: list[dict], quality: float) -> float | None:
 # argen
 
 
-def measure_order(directory: Path, images: torch.Tensor, *, block_size: int, lossless: bool) -> dict:
+def measure_order(
+    directory: Path, images: torch.Tensor, *, block_size: int, lossless: bool, progressive_limit: int
+) -> dict:
     codec = Codec(directory)
     count, pixels = len(images), images[0].numel()
     ids = []
@@ -174,6 +176,12 @@ def measure_order(directory: Path, images: torch.Tensor, *, block_size: int, los
         }
         result[f"lossy_{prior}"] = entry
         if prior == "uniform" and codec.progressive:
+            # Each prefix decode replays the schedule up to its step, so on the first ``progressive_limit`` images
+            # only (coded again on their own, under the classes the search chose for them).
+            subset = images[:progressive_limit]
+            if len(subset) < count:
+                chosen = None if classes is None else classes[: len(subset)]
+                data, _ = codec.compress(subset, block_size=block_size, progress=False, classes=chosen)
             header, streams = unpack(data)
             head = len(data) - sum(len(stream) for stream in streams)
             points = []
@@ -183,8 +191,9 @@ def measure_order(directory: Path, images: torch.Tensor, *, block_size: int, los
                 points.append(
                     {
                         "steps": steps,
-                        "bpp": 8 * len(prefix) / (count * pixels),
-                        "psnr": float(psnr(images_to_float(coarse.pixels), images_to_float(images))),
+                        "images": len(subset),
+                        "bpp": 8 * len(prefix) / (len(subset) * pixels),
+                        "psnr": float(psnr(images_to_float(coarse.pixels), images_to_float(subset))),
                     }
                 )
             result["progressive"] = points
@@ -316,7 +325,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=str(ROOT / "checkpoints" / "fashion-mnist"), help="folder of ORDER dirs")
     parser.add_argument("--orders", default=",".join(ORDERS))
-    parser.add_argument("--limit", type=int, default=10000, help="test images (and OOD images) to use")
+    parser.add_argument("--limit", type=int, default=10000, help="test images to use")
+    parser.add_argument("--ood-limit", type=int, help="out-of-distribution images to use (default: --limit)")
+    parser.add_argument(
+        "--progressive-limit", type=int, default=1000, help="images the progressive (prefix) points are measured on"
+    )
     parser.add_argument("--data", default="fashion-mnist")
     parser.add_argument("--data-dir")
     parser.add_argument("--ood", choices=("auto", "mnist", "digits", "none"), default="auto")
@@ -339,7 +352,8 @@ def main() -> None:
     images = load_dataset(arguments.data, split="test", data_dir=arguments.data_dir, progress=False).images
     images = images[: arguments.limit]
     sets = [("in_distribution", f"{arguments.data} test", images)]
-    ood = out_of_distribution(arguments.ood, len(images), arguments.data_dir)
+    ood_count = len(images) if arguments.ood_limit is None else arguments.ood_limit
+    ood = out_of_distribution(arguments.ood, ood_count, arguments.data_dir)
     if ood is not None:
         sets.append(("out_of_distribution", ood[0], ood[1]))
     results: dict = {"argv": sys.argv[1:], "threads": arguments.threads, "torch": torch.__version__}
@@ -351,7 +365,11 @@ def main() -> None:
             print(f"  {order}", flush=True)
             entry["orders"].append(
                 measure_order(
-                    models / order, pixels, block_size=arguments.block_size, lossless=not arguments.no_lossless
+                    models / order,
+                    pixels,
+                    block_size=arguments.block_size,
+                    lossless=not arguments.no_lossless,
+                    progressive_limit=arguments.progressive_limit,
                 )
             )
         results[key] = entry

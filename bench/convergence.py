@@ -253,11 +253,26 @@ def lower_guidance(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     print("\n".join(lines))
 
 
+def recommended_settings(runs: Path, name: str) -> tuple[dict, str]:
+    """The sampling settings ``final`` evaluates run ``name`` at, and where they came from.
+
+    A second seed (or a longer run) takes those of the run named in SETTINGS_FROM. When that run's directory is gone
+    (runs/ does not outlive a session) but it is the one a shipped model was exported from, the shipped model's
+    sampling.json holds the same sweep result; failing both, the curves' settings, said in the returned source."""
+    source_name = SETTINGS_FROM.get(name, name)
+    candidates = [runs / RUNS[source_name] / "sampling.json"]
+    candidates += [SHIPPED_DIRECTORY / order / "sampling.json" for order, run in SHIPPED.items() if run == source_name]
+    for path in candidates:
+        if path.is_file():
+            return json.loads(path.read_text())["recommended"], str(path)
+    return dict(CURVE_SETTINGS), f"the curves' settings (no sampling.json for {source_name})"
+
+
 def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only):
-        chosen = Path(arguments.runs) / RUNS[SETTINGS_FROM.get(name, name)] / "sampling.json"
-        settings = json.loads(chosen.read_text())["recommended"] if chosen.is_file() else dict(CURVE_SETTINGS)
+        settings, source = recommended_settings(Path(arguments.runs), name)
+        print(f"{name}: {settings} from {source}", flush=True)
         table[name] = {"settings": settings, **evaluate(run, num=10000, **settings)}
     out = Path(arguments.out)
     (out / "final.json").write_text(json.dumps(table, indent=2) + "\n")
@@ -319,6 +334,7 @@ def table(arguments: argparse.Namespace) -> None:
 
 
 # Which run each shipped model directory (checkpoints/fashion-mnist/ORDER) was exported from.
+SHIPPED_DIRECTORY = Path(__file__).resolve().parent.parent / "checkpoints" / "fashion-mnist"
 SHIPPED = {
     "raster": "epochs8/raster",
     "scale": "epochs8/scale",
