@@ -321,6 +321,30 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def merge(arguments: argparse.Namespace) -> None:
+    """One report from runs that split the orders between processes (``--orders raster,scale`` in one, ``--orders
+    frequency,neighbor`` in another): the same images, so the baselines agree and the orders are concatenated."""
+    parts = [json.loads(Path(path).read_text()) for path in arguments.merge]
+    results = {**parts[0], "argv": [part["argv"] for part in parts]}
+    lines = ["## argen compress: results", ""]
+    for key in ("in_distribution", "out_of_distribution"):
+        entries = [part[key] for part in parts if key in part]
+        if not entries:
+            continue
+        if any((entry["name"], entry["count"]) != (entries[0]["name"], entries[0]["count"]) for entry in entries):
+            raise SystemExit(f"--merge: the {key} sets differ between the files (other images or counts)")
+        results[key] = {**entries[0], "orders": [order for entry in entries for order in entry["orders"]]}
+        lines += table(results[key], results[key]["name"])
+    out = Path(arguments.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if arguments.plot:
+        plot(results, Path(arguments.plot))
+        print(f"plot: {arguments.plot}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=str(ROOT / "checkpoints" / "fashion-mnist"), help="folder of ORDER dirs")
@@ -345,7 +369,15 @@ def main() -> None:
     parser.add_argument("--plot", default=str(ROOT / "docs" / "compression-rate-distortion.png"))
     parser.add_argument("--picture", default=str(ROOT / "docs" / "compression-progressive.png"),
                         help="progressive decoding picture (frequency model); '' skips it")  # fmt: skip
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="only write the tables and the plot of these results files (runs over other --orders, same images)",
+    )
     arguments = parser.parse_args()
+    if arguments.merge:
+        return merge(arguments)
     torch.set_num_threads(arguments.threads)
     models = Path(arguments.models)
     orders = [name for name in arguments.orders.split(",") if name]
