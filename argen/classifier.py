@@ -130,7 +130,9 @@ def train_classifier(
     on_step=None,
 ) -> FitResult:
     """Train a classifier on the train split of ``data``, then report its accuracy on the test split."""
-    train_set = load_dataset(data, split="train", data_dir=data_dir, image_size=image_size, channels=channels)
+    train_set = load_dataset(
+        data, split="train", data_dir=data_dir, image_size=image_size, channels=channels, progress=training.progress
+    )
     if train_set.labels is None:
         raise ArgenError(f"{data} has no labels; a classifier needs images in one subfolder per class")
     channels_found, height, _ = train_set.image_shape
@@ -153,7 +155,14 @@ def train_classifier(
     )
     result = fit(task, training, on_step=on_step)
     if result.reason == "finished" and result.is_main:
-        test_set = load_dataset(data, split="test", data_dir=data_dir, image_size=height, channels=channels_found)
+        test_set = load_dataset(
+            data,
+            split="test",
+            data_dir=data_dir,
+            image_size=height,
+            channels=channels_found,
+            progress=training.progress,
+        )
         model, document = load_classifier(result.out)
         accuracy = evaluate_accuracy(model, test_set)
         extra = dict(document.get("extra", {}), test_accuracy=accuracy)

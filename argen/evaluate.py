@@ -56,7 +56,9 @@ def evaluate_tokenizer(
 
     tokenizer, _ = load_tokenizer(directory)
     config = tokenizer.config
-    dataset = load_dataset(data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels)
+    dataset = load_dataset(
+        data, split=split, data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=progress
+    )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     ssim_metric = torchmetrics_ssim()
     psnr_total, all_ids, spectra = 0.0, [], torch.zeros(2, 0, dtype=torch.float64)

@@ -270,7 +270,9 @@ def train_residual(
     size, channels = tokenizer.config.image_size, tokenizer.config.channels
     values = dict((config or ResidualConfig()).__dict__, channels=channels, image_size=size)
     config = ResidualConfig(**values)
-    dataset = load_dataset(data, split="train", data_dir=data_dir, image_size=size, channels=channels)
+    dataset = load_dataset(
+        data, split="train", data_dir=data_dir, image_size=size, channels=channels, progress=training.progress
+    )
     images = dataset.images[:limit] if limit else dataset.images
     cache = Path(training.out) / "reconstructions-train.safetensors"
     reconstructions = None

@@ -567,7 +567,9 @@ def train_tokenizer(
     from argen.data import images_to_float, load_dataset
     from argen.tokenizers import Tokenizer, build_tokenizer, default_scales
 
-    train_set = load_dataset(data, split="train", data_dir=data_dir, image_size=image_size, channels=channels)
+    train_set = load_dataset(
+        data, split="train", data_dir=data_dir, image_size=image_size, channels=channels, progress=training.progress
+    )
     channels, height, width = train_set.image_shape
     if height != width:
         raise ArgenError(f"tokenizers need square images, {data} gives {height}×{width}; pass --image-size")
@@ -636,7 +638,7 @@ def cached_token_ids(
         if context.is_main:
             dataset = load_dataset(
                 data, split="train", data_dir=data_dir, image_size=tokenizer.config.image_size,
-                channels=tokenizer.config.channels,
+                channels=tokenizer.config.channels, progress=progress,
             )  # fmt: skip
             ids = encode_dataset(tokenizer, dataset, progress=progress)
             save_token_cache(

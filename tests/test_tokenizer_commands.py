@@ -71,3 +71,27 @@ def test_tokenizer_release_of_wrong_kind_is_refused(idx_dataset, tmp_path):
          "--steps", "2", "--batch-size", "16", "--width", "4", "--no-progress"])  # fmt: skip
     with pytest.raises(ArgenError, match="'classifier' checkpoint.*tokenizer"):
         load_tokenizer(tmp_path / "c")
+
+
+def test_no_progress_silences_the_folder_decoding_bar(tmp_path, capsys):
+    """An image folder is decoded with a progress bar; --no-progress must silence it like every other bar."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for label in ("a", "b"):
+        (tmp_path / "pictures" / label).mkdir(parents=True)
+        for index in range(12):
+            pixels = torch.randint(0, 256, (10, 14, 3), generator=generator, dtype=torch.uint8).numpy()
+            Image.fromarray(pixels).save(tmp_path / "pictures" / label / f"{index}.png")
+    data = f"folder:{tmp_path / 'pictures'}"
+    out = tmp_path / "tokenizer"
+    run([
+        "train-tokenizer", "--data", data, "--tokenizer", "vq", "--out", str(out), "--steps", "2", "--batch-size", "4",
+        "--width", "4", "--latent-dim", "4", "--codebook-size", "8", "--image-size", "8", "--no-progress",
+    ])  # fmt: skip
+    ids = tmp_path / "ids.safetensors"
+    run(["encode", "--tokenizer", str(out), "--data", data, "--out", str(ids), "--no-progress"])
+    err = capsys.readouterr().err
+    assert "decoding images" not in err and "%|" not in err, err
+    run(["encode", "--tokenizer", str(out), "--data", data, "--out", str(tmp_path / "again.safetensors")])
+    assert "decoding images" in capsys.readouterr().err  # the bar is there when progress is wanted

@@ -38,6 +38,7 @@ def run(arguments: argparse.Namespace) -> None:
         image_size=config.image_size,
         channels=config.channels,
         verbose=arguments.verbose,
+        progress=not arguments.no_progress,
     )
     ids = encode_dataset(tokenizer, dataset, progress=not arguments.no_progress)
     save_token_cache(
