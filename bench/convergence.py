@@ -9,8 +9,9 @@ The runs are the recipes in configs/fashion-mnist/ (`argen train --config FILE`)
 neighbor}.toml and seed1/{scale,frequency}.toml (1400 steps), long/raster.toml (2800 steps) and epochs8/{scale,
 frequency}.toml and epochs8/seed1/{scale,frequency}.toml (7500 steps, 8 epochs); each keeps a copy of its weights
 every few hundred steps (`--keep-every`, RUN/snapshots/step-N). A run that is still training contributes the
-snapshots it has so far to ``curves``, and ``--previous FILE`` adds the rows of runs no longer on disk from an
-earlier curves.json (bench/results/convergence-curves.json holds the 1400-step runs').
+snapshots it has so far to ``curves``, and ``--previous FILE`` adds, from an earlier curves.json, the rows of every
+(run, step) not evaluated now: runs no longer on disk, or snapshots deleted after they were scored
+(bench/results/convergence-curves.json holds the 1400-step runs').
 
 - ``curves``: FID and class accuracy of 2 000 samples (classes balanced, seed 0, guidance 2, batch 100) of every
   snapshot against the 60 000 training images, with the epoch and the wall-minutes of training it took (the
@@ -167,10 +168,11 @@ def curves(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
                     "class_accuracy": results["class_accuracy"],
                 }
             )
-    if arguments.previous:  # rows of runs that are no longer on disk, from an earlier curves.json
-        evaluated = {row["run"] for row in rows}
+    if arguments.previous:  # rows of snapshots no longer on disk (or not kept again), from an earlier curves.json
+        evaluated = {(row["run"], row["step"]) for row in rows}
         earlier = json.loads(Path(arguments.previous).read_text())
-        rows = [row for row in earlier if row["run"] not in evaluated] + rows
+        rows = [row for row in earlier if (row["run"], row["step"]) not in evaluated] + rows
+        rows.sort(key=lambda row: (list(RUNS).index(row["run"]) if row["run"] in RUNS else len(RUNS), row["step"]))
     out = Path(arguments.out)
     (out / "curves.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
