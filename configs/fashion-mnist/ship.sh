@@ -37,9 +37,9 @@ argen export --model runs/fashion-mnist/neighbor --out checkpoints/fashion-mnist
 for order in scale frequency; do
   argen export --model runs/fashion-mnist/epochs8/$order --out checkpoints/fashion-mnist/$order
 done
-for order in scale frequency; do  # the small models of collaborative decoding
-  argen train --config configs/fashion-mnist/refiner-$order.toml
-  argen export --model runs/fashion-mnist/refiners/$order --out checkpoints/fashion-mnist/refiners/$order
+for order in scale frequency; do  # the small models of collaborative decoding, trained as long as the large ones
+  argen train --config configs/fashion-mnist/epochs8/refiner-$order.toml
+  argen export --model runs/fashion-mnist/epochs8/refiners/$order --out checkpoints/fashion-mnist/refiners/$order
 done
 argen export --model runs/fashion-mnist/classifier --out checkpoints/fashion-mnist/classifier
 # the lossless-mode residual models (the exported tokenizers are the ones they are tied to); neighbor shares raster's
