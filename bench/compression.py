@@ -178,15 +178,15 @@ def measure_order(
         if prior == "uniform" and codec.progressive:
             # Each prefix decode replays the schedule up to its step, so on the first ``progressive_limit`` images
             # only (coded again on their own, under the classes the search chose for them).
-            subset = images[:progressive_limit]
+            subset, prefixed = images[:progressive_limit], data
             if len(subset) < count:
                 chosen = None if classes is None else classes[: len(subset)]
-                data, _ = codec.compress(subset, block_size=block_size, progress=False, classes=chosen)
-            header, streams = unpack(data)
-            head = len(data) - sum(len(stream) for stream in streams)
+                prefixed, _ = codec.compress(subset, block_size=block_size, progress=False, classes=chosen)
+            header, streams = unpack(prefixed)
+            head = len(prefixed) - sum(len(stream) for stream in streams)
             points = []
             for steps in range(1, codec.layout.num_steps + 1):
-                prefix = data[: head + sum(len(stream) for stream in streams[:steps])]
+                prefix = prefixed[: head + sum(len(stream) for stream in streams[:steps])]
                 coarse = codec.decompress(prefix, steps=steps, progress=False)
                 points.append(
                     {
@@ -321,6 +321,18 @@ def plot(results: dict, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
+def write_report(results: dict, lines: list[str], arguments: argparse.Namespace) -> None:
+    """OUT.json, OUT.md (also printed) and the rate-distortion plot unless --plot is ''."""
+    out = Path(arguments.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if arguments.plot:
+        plot(results, Path(arguments.plot))
+        print(f"plot: {arguments.plot}")
+
+
 def merge(arguments: argparse.Namespace) -> None:
     """One report from runs that split the orders between processes (``--orders raster,scale`` in one, ``--orders
     frequency,neighbor`` in another): the same images, so the baselines agree and the orders are concatenated."""
@@ -335,14 +347,7 @@ def merge(arguments: argparse.Namespace) -> None:
             raise SystemExit(f"--merge: the {key} sets differ between the files (other images or counts)")
         results[key] = {**entries[0], "orders": [order for entry in entries for order in entry["orders"]]}
         lines += table(results[key], results[key]["name"])
-    out = Path(arguments.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if arguments.plot:
-        plot(results, Path(arguments.plot))
-        print(f"plot: {arguments.plot}")
+    write_report(results, lines, arguments)
 
 
 def main() -> None:
@@ -413,14 +418,7 @@ def main() -> None:
                 "(test NLL, an ideal code length, not a file).",
                 "",
             ]
-    out = Path(arguments.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(results, indent=2) + "\n")
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    if arguments.plot:
-        plot(results, Path(arguments.plot))
-        print(f"plot: {arguments.plot}")
+    write_report(results, lines, arguments)
     progressive = next((order for order in ("frequency", "scale") if order in orders), None)
     if arguments.picture and progressive:
         progressive_picture(models / progressive, images, Path(arguments.picture))
