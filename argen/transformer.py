@@ -375,6 +375,7 @@ class Transformer(nn.Module):
         layout: Layout,
         index: Tensor | None = None,
         cache: KVCache | None = None,
+        guidance: float | Tensor | None = None,
     ) -> Tensor:
         """Logits of the fed sequence positions.
 
@@ -385,9 +386,15 @@ class Transformer(nn.Module):
             index: (L,) which layout positions ``inputs`` are (default: the first L); with a cache, those after
                 the cached ones, e.g. ``layout.inputs_of_step[s]``.
             cache: a `KVCache` to read earlier positions from and append these to.
+            guidance: classifier-free guidance scale s inside the model, a float or (L,) per fed position: the 2B
+                rows are B conditional ones then their B null-class ones, and the result is the guided logits
+                uncond + s · (cond - uncond) of the B images. The output layers are linear without a bias, so
+                guiding their inputs (the head-normed features) gives the guided logits at half the output
+                layers' cost (B rows instead of 2B through the V-wide matmul); equal to guiding the logits up to
+                float rounding.
 
         Returns:
-            (B, L, V) logits, or (B, L, H, V) with H = num_heads_out > 1.
+            (B, L, V) logits, or (B, L, H, V) with H = num_heads_out > 1 (B: the guided images with ``guidance``).
         """
         config = self.config
         self._check(inputs, layout)
@@ -419,16 +426,29 @@ class Transformer(nn.Module):
             mask = None  # one step after the cached ones: every query sees every key (SDPA's unmasked kernel)
         else:
             mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
+        if isinstance(guidance, Tensor):
+            guidance = guidance.to(device=device, dtype=x.dtype).view(1, -1, 1)  # (1, L, 1) per position
+        elif guidance is not None and self._compiled is not None:
+            guidance = torch.tensor(guidance, device=device)  # a tensor, not a constant: no graph per scale
+        if guidance is not None and batch % 2:
+            raise ArgenError(f"guidance needs 2B rows (conditional, then null class), got {batch}")
         body = self._body if self._compiled is None else self._compiled
-        outputs = body(x, block_terms, head_terms, mask, slots)
+        outputs = body(x, block_terms, head_terms, mask, slots, guidance)
         if cache is not None:
             cache.advance(steps, host_steps)
         return outputs
 
     def _body(
-        self, x: Tensor, block_terms: list, head_terms: list, mask: Tensor | None, cache: KVCache | tuple | None
+        self,
+        x: Tensor,
+        block_terms: list,
+        head_terms: list,
+        mask: Tensor | None,
+        cache: KVCache | tuple | None,
+        guidance: float | Tensor | None = None,
     ) -> Tensor:
-        """The blocks and the output heads, (B, L, D) → (B, L, V) or (B, L, H, V): what `compile` compiles."""
+        """The blocks and the output heads, (B, L, D) → (B, L, V) or (B, L, H, V) (B/2 rows with ``guidance``): what
+        `compile` compiles."""
         config = self.config
         for layer, block in enumerate(self.blocks):
             x = block(x, block_terms[layer], mask, cache, layer)
@@ -437,7 +457,11 @@ class Transformer(nn.Module):
             if head > 0:
                 layer = config.depth + head - 1
                 x = self.head_blocks[head - 1](x, block_terms[layer], mask, cache, layer)
-            outputs.append(self.output_heads[head](self.head_norms[head](x, head_terms[head])))
+            features = self.head_norms[head](x, head_terms[head])
+            if guidance is not None:
+                cond, uncond = features.chunk(2)
+                features = uncond + guidance * (cond - uncond)
+            outputs.append(self.output_heads[head](features))
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
 
     def _static_slots(

@@ -157,7 +157,7 @@ def test_refiner_prefill_and_cache_give_its_teacher_forced_outputs(name):
     ]
     inputs, _ = order.train_inputs(output.ids, tokenizer)
     labels = torch.cat([LABELS, torch.full_like(LABELS, NUM_CLASSES)])
-    full = refiner(torch.cat([inputs, inputs]), labels, layout=layout)
+    full = refiner(torch.cat([inputs, inputs]), labels, layout=layout, guidance=2.0)  # guided, as the sampler asks
     for index, outputs in calls:
         assert torch.allclose(outputs, full[:, index], atol=1e-5)
 

@@ -122,7 +122,7 @@ class StubModel(nn.Module):
     def logits_of(self, target: int, fed: Tensor, labels: Tensor) -> Tensor:
         return self.table[labels, target, self.code(target, fed)]  # (B, V)
 
-    def forward(self, inputs, labels=None, *, layout, index=None, cache=None):
+    def forward(self, inputs, labels=None, *, layout, index=None, cache=None, guidance=None):
         batch, length = inputs.shape
         index = torch.arange(length) if index is None else index
         if cache is None:
@@ -139,6 +139,10 @@ class StubModel(nn.Module):
             for head, target in enumerate(self.predicts[position].tolist()):
                 if target >= 0:
                     outputs[:, i, head] = self.logits_of(target, fed, labels)
+        if guidance is not None:  # the transformer's contract: 2B rows in, B guided rows out
+            scale = torch.as_tensor(guidance, dtype=outputs.dtype).reshape(1, -1, 1, 1)
+            cond, uncond = outputs.chunk(2)
+            outputs = guide(cond, uncond, scale)
         return outputs if self.config.num_heads_out > 1 else outputs[:, :, 0]
 
     def joint(self, *, label: int | None, cfg_scale: float, temperature: float, top_k: int) -> Tensor:

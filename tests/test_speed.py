@@ -18,7 +18,7 @@ from argen.orders.base import Order, StepInputs
 from argen.orders.scale import CoarseToFineOrder
 from argen.pipeline import Pipeline
 from argen.samplers import SAMPLERS, generate, generate_jacobi
-from argen.samplers.logits import draw, draw_by_cdf, final_distribution, sample
+from argen.samplers.logits import draw_by_cdf, final_distribution, sample
 from argen.tokenizers import TokenizerConfig, build_tokenizer
 from argen.transformer import KVCache, Transformer, TransformerConfig, autocast, check_compile, check_precision
 
@@ -133,12 +133,58 @@ def test_top_k_draws_among_the_candidates_follow_the_filtered_distribution():
     assert set(draws.unique().tolist()) == {1, 3, 5}
 
 
-def test_top_k_with_a_tie_at_the_cut_takes_the_full_path():
-    logits = torch.tensor([[3.0, 1.0, 1.0, 0.0]])  # top-2 with a tie for the second place keeps three ids
-    expected = draw(final_distribution(logits, temperature=1.0, top_k=2, top_p=1.0), seeded(3))
-    assert torch.equal(sample(logits, top_k=2, generator=seeded(3)), expected)
-    draws = sample(logits.expand(3000, 4), top_k=2, generator=seeded(0))
+def test_top_k_keeps_ties_at_the_cut_as_the_filter_does():
+    logits = torch.tensor([3.0, 1.0, 1.0, 0.0])  # top-2 with a tie for the second place keeps three ids
+    probs = final_distribution(logits, temperature=1.0, top_k=2, top_p=1.0)
+    assert int((probs > 0).sum()) == 3
+    draws = sample(logits.expand(30000, 4), top_k=2, generator=seeded(0))
+    assert frequencies_p_value(draws, probs) > 0.001
     assert set(draws.unique().tolist()) == {0, 1, 2}
+
+
+def test_top_k_rows_rejected_twice_are_drawn_among_their_candidates():
+    """Flat logits put ~3/40 of the mass on the top 3: most rows are rejected at both attempts and take the direct
+    draw, the rest are accepted; all of them together must follow the filtered distribution."""
+    logits = torch.linspace(0.0, 0.5, 40)
+    probs = final_distribution(logits, temperature=1.0, top_k=3, top_p=1.0)
+    draws = sample(logits.expand(30000, 40), top_k=3, generator=seeded(0))
+    assert set(draws.unique().tolist()) == {37, 38, 39}
+    assert frequencies_p_value(draws, probs) > 0.001
+    assert frequencies_p_value(draws, torch.tensor([0.0] * 37 + [0.2, 0.3, 0.5])) < 1e-6  # the test has power
+    mixed = torch.stack([logits, 8.0 * logits])  # one row mostly rejected, one mostly accepted, in one call
+    draws = sample(mixed.expand(20000, 2, 40), top_k=3, generator=seeded(1))
+    for row in range(2):
+        expected = final_distribution(mixed[row], temperature=1.0, top_k=3, top_p=1.0)
+        assert frequencies_p_value(draws[:, row], expected) > 0.001
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_guidance_inside_the_model_equals_guiding_its_logits(name):
+    """The model guides the head-normed features before its (linear, bias-free) output layers: the same logits as
+    guiding the 2B rows' logits, with one scale or one per position, cached or not."""
+    order, tokenizer, model = make(name)
+    layout = order.layout(tokenizer.grid_shapes)
+    inputs, _ = order.train_inputs(tokenizer.random_ids(3), tokenizer)
+    labels = torch.cat([LABELS, torch.full_like(LABELS, 3)])
+    doubled = torch.cat([inputs, inputs])
+    per_position = 1.0 + torch.arange(layout.length, dtype=torch.float32) / layout.length
+    with torch.no_grad():
+        cond, uncond = model(doubled, labels, layout=layout).chunk(2)
+        for scale in (2.5, per_position):
+            shaped = scale if isinstance(scale, float) else scale.view(1, -1, *([1] * (cond.dim() - 2)))
+            expected = uncond + shaped * (cond - uncond)
+            guided = model(doubled, labels, layout=layout, guidance=scale)
+            assert guided.shape == expected.shape
+            assert torch.allclose(guided, expected, atol=1e-5, rtol=1e-4)
+        cache = model.new_cache(6, capacity=layout.length)
+        expected = uncond + 2.5 * (cond - uncond)
+        for step in range(layout.num_steps):
+            index = layout.inputs_of_step[step]
+            step_inputs = doubled[:, index]
+            outputs = model(step_inputs, labels, layout=layout, index=index, cache=cache, guidance=2.5)
+            assert torch.allclose(outputs, expected[:, index], atol=1e-5, rtol=1e-4)
+        with pytest.raises(ArgenError, match="2B rows"):
+            model(inputs, LABELS, layout=layout, guidance=2.0)
 
 
 def test_inverse_cdf_draws_follow_the_distribution_and_never_pick_zero_probability():

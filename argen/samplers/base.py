@@ -25,7 +25,7 @@ from argen.errors import ArgenError
 from argen.orders import ORDERS, Layout, Order
 from argen.orders.base import StepInputs
 from argen.registry import DEFAULT_RANK, Registry, listing
-from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, check_sampling, guide, sample
+from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, check_sampling, sample
 
 
 @dataclass
@@ -221,27 +221,37 @@ def evaluation(*models: torch.nn.Module) -> Iterator[None]:
 def feed(
     model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], *, first: int, last: int, cache: Any
 ) -> Tensor:
-    """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (rows, L', ...)."""
+    """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (B, L', ...), guided
+    at each fed position's step scale when the request is (the model guides before its output layers)."""
     if request.inputs is None:
         request.inputs = StepInputs(order, tokenizer)
     inputs = request.inputs.span(first, last, ids)
     index = request.layout.inputs_of_steps(first, last)
+    guided = {}
     if request.guided:
         inputs = torch.cat([inputs, inputs])
-    # Float32 logits under bf16 autocast: guidance and the sampling distributions are computed in full precision.
-    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache).float()
+        guided["guidance"] = guidance_scales(request, first, last, index)
+    # Float32 logits under bf16 autocast: the sampling distributions are computed in full precision.
+    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache, **guided).float()
+
+
+def guidance_scales(request: Request, first: int, last: int, index: Tensor) -> float | Tensor:
+    """The guidance scale of each fed position of steps ``first`` .. ``last``: one float when they share it (a
+    constant schedule, or one step), else (L',) per position (`argen.samplers.logits.cfg_scale_at` of its step)."""
+    num_steps = request.layout.num_steps
+    scales = [
+        cfg_scale_at(step, num_steps, cfg_scale=request.cfg_scale, schedule=request.cfg_schedule)
+        for step in range(first, last + 1)
+    ]
+    if len(set(scales)) == 1:
+        return scales[0]
+    per_step = torch.tensor(scales)
+    return per_step[request.layout.step_of[index] - first]
 
 
 def step_logits(order: Order, request: Request, outputs: Tensor, step: int) -> Tensor:
-    """The outputs of ``step``'s positions → its targets' logits (B, T_s, V), guided at the step's scale."""
-    logits = order.logits(outputs, request.layout, step)  # (rows, T_s, V)
-    if request.guided:
-        cond, uncond = logits.chunk(2)
-        num_steps = request.layout.num_steps
-        logits = guide(
-            cond, uncond, cfg_scale_at(step, num_steps, cfg_scale=request.cfg_scale, schedule=request.cfg_schedule)
-        )
-    return logits
+    """The (guided) outputs of ``step``'s positions from `feed` → its targets' logits (B, T_s, V)."""
+    return order.logits(outputs, request.layout, step)
 
 
 def decode_step(
@@ -266,6 +276,7 @@ __all__ = [
     "decode_step",
     "evaluation",
     "feed",
+    "guidance_scales",
     "prepare_labels",
     "prepare_request",
     "register_sampler",

@@ -65,7 +65,7 @@ from argen.samplers.base import (
     prepare_request,
     register_sampler,
 )
-from argen.samplers.logits import cfg_scale_at, draw_by_cdf, final_distribution, guide
+from argen.samplers.logits import draw_by_cdf, final_distribution
 
 INFO = SamplerInfo(
     name="jacobi",
@@ -244,7 +244,7 @@ class JacobiState:
 
     def target_distributions(self, order: Order, request: Request, outputs: Tensor, *, steps: range, first: int,
                              offsets: list[int]) -> Tensor:  # fmt: skip
-        """(B, N, V) the final sampling distribution of every target of ``steps``, from one call's outputs."""
+        """(B, N, V) the final sampling distribution of every target of ``steps``, from one call's (guided) outputs."""
         if type(order).logits is Order.logits:  # position p predicts target p: the steps' outputs, as they are
             fed = outputs[:, offsets[steps[0]] - offsets[first] : offsets[steps[-1] + 1] - offsets[first]]
             logits = order.logits(fed, request.layout, steps[0])
@@ -252,19 +252,7 @@ class JacobiState:
             logits = torch.cat(
                 [order.logits(outputs[:, offsets[s] - offsets[first] : offsets[s + 1] - offsets[first]],
                               request.layout, s) for s in steps], dim=1,
-            )  # fmt: skip  # (rows, N, V)
-        if request.guided:
-            cond, uncond = logits.chunk(2)
-            num_steps = request.layout.num_steps
-            scales = [cfg_scale_at(s, num_steps, cfg_scale=request.cfg_scale, schedule=request.cfg_schedule)
-                      for s in steps]  # fmt: skip
-            if len(set(scales)) == 1:
-                scale: float | Tensor = scales[0]
-            else:
-                scale = torch.tensor(scales, dtype=logits.dtype, device=logits.device)
-                scale = scale.repeat_interleave(torch.tensor([self.sizes[s] for s in steps], device=logits.device))
-                scale = scale[None, :, None]
-            logits = guide(cond, uncond, scale)
+            )  # fmt: skip  # (B, N, V)
         return final_distribution(logits, temperature=request.temperature, top_k=request.top_k, top_p=request.top_p)
 
 
