@@ -315,6 +315,9 @@ class Transformer(nn.Module):
         )
         self._init_weights()
         self._compiled: Callable | None = None  # set by `compile`
+        # Sampling contexts kept across generations: (batch, device, labels, layout id) → (layout, weights stamp,
+        # context); see `_context`.
+        self._contexts: dict[tuple, tuple] = {}
 
     # Parameter names of earlier versions → today's: checkpoints written before the rename still load.
     RENAMED_PREFIXES = {"heads.": "output_heads."}
@@ -518,6 +521,14 @@ class Transformer(nn.Module):
             # The samplers pass one labels tensor for the whole generation; equal values are checked otherwise.
             if memo is not None and memo[0] is layout and (memo[1] is labels or _same_labels(memo[2], labels)):
                 return memo[3]
+            # A later generation with the same labels and layout reuses the context while the weights it depends on
+            # are unchanged (same storage, no in-place update since): ~0.15 ms per generation at the shipped sizes.
+            key = (batch, str(device), None if labels is None else tuple(labels.tolist()), id(layout))
+            stamp = self._context_stamp()
+            kept = self._contexts.get(key)
+            if kept is not None and kept[0] is layout and kept[1] == stamp:
+                cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), kept[2])
+                return kept[2]
         condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
         silu = F.silu(condition) if self.config.adaln else None
         blocks = [*self.blocks, *self.head_blocks]
@@ -536,7 +547,19 @@ class Transformer(nn.Module):
         context = (condition, block_terms, head_terms, positions)
         if memoize:
             cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), context)
+            if len(self._contexts) >= 64:  # bounded: e.g. an evaluation's batches of mixed labels
+                self._contexts.clear()
+            self._contexts[key] = (layout, stamp, context)
         return context
+
+    def _context_stamp(self) -> tuple:
+        """Where the weights `_context` reads live and how often they were changed in place: equal stamps, equal
+        weights (an optimizer step or ``load_state_dict`` bumps a version; ``.to()`` moves the storage)."""
+        parameters = [self.class_embed.weight, self.step_embed.weight, self.row_embed.weight, self.col_embed.weight]
+        for module in [*self.blocks, *self.head_blocks, *self.head_norms]:
+            if module.modulation is not None:
+                parameters += [module.modulation.weight, module.modulation.bias]
+        return tuple((parameter.data_ptr(), parameter._version, parameter.dtype) for parameter in parameters)
 
     def _check(self, inputs: Tensor, layout: Layout) -> None:
         config = self.config

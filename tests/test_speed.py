@@ -372,3 +372,27 @@ def test_fit_trains_under_bf16_and_resumes_across_speed_settings(tmp_path):
     assert resumed.step == 8
     with pytest.raises(ArgenError, match="unknown precision"):
         fit(make_task(), training(tmp_path / "other", precision="fp8"))
+
+
+def test_context_kept_across_generations_follows_the_weights():
+    """A later generation reuses the class context only while its weights are unchanged: after an in-place update
+    or a load_state_dict it samples what a freshly built model with those weights samples."""
+    order, tokenizer, model = make("scale")
+    options = dict(labels=LABELS, cfg_scale=2.0, temperature=0.0)
+    first = generate(model, order, tokenizer, **options)
+    assert len(model._contexts) == 1
+    assert all(torch.equal(a, b) for a, b in zip(first.ids, generate(model, order, tokenizer, **options).ids))
+    changed = {name: tensor + 0.5 * torch.randn_like(tensor) for name, tensor in model.state_dict().items()}
+    fresh = Transformer(model.config).eval()
+    fresh.load_state_dict(changed)
+    expected = generate(fresh, order, tokenizer, **options)
+    model.load_state_dict(changed)
+    after_load = generate(model, order, tokenizer, **options)
+    assert all(torch.equal(a, b) for a, b in zip(after_load.ids, expected.ids))
+    with torch.no_grad():
+        model.class_embed.weight.mul_(-3.0)
+        fresh.class_embed.weight.mul_(-3.0)
+    fresh._contexts.clear()
+    after_step = generate(model, order, tokenizer, **options)
+    assert all(torch.equal(a, b) for a, b in zip(after_step.ids, generate(fresh, order, tokenizer, **options).ids))
+    assert not all(torch.equal(a, b) for a, b in zip(after_step.ids, after_load.ids))  # the change mattered
