@@ -365,9 +365,15 @@ class DecompressionResult:
 # The codec
 
 
+# The version of argen's own model arithmetic, raised whenever a change moves the models' floats (2: AdaLN terms and
+# gated residuals as one addcmul, guidance before the output layers, channels-last tokenizer convolutions on a CPU).
+# Files carry it, so that one that fails its checksum after such a change says so; files without it are from 1.
+ARITHMETIC = 2
+
+
 def _environment(device: torch.device) -> dict[str, Any]:
     capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return {"torch": torch.__version__, "device": device.type, "capability": capability}
+    return {"torch": torch.__version__, "device": device.type, "capability": capability, "arithmetic": ARITHMETIC}
 
 
 class Codec:
@@ -652,14 +658,19 @@ class Codec:
                 )
 
     def _mismatch(self, header: dict[str, Any], source: str, block: int) -> str:
-        recorded, here = header.get("environment", {}), _environment(self.device)
+        recorded, here = {"arithmetic": 1, **header.get("environment", {})}, _environment(self.device)
         differences = [
-            f"{key} {recorded.get(key)} there, {here[key]} here" for key in here if recorded.get(key) != here[key]
+            f"{'argen arithmetic' if key == 'arithmetic' else key} {recorded.get(key)} there, {here[key]} here"
+            for key in here
+            if recorded.get(key) != here[key]
         ]
         why = "; ".join(differences) if differences else "same torch, device and CPU kind, so the file may be damaged"
+        where = "where it was made"
+        if recorded["arithmetic"] != here["arithmetic"]:
+            where += f" with an argen of arithmetic {recorded['arithmetic']} (the argen version that wrote it)"
         return (
             f"{source}: decoded block {block} fails its checksum: this machine computes other probabilities than "
-            f"the one that compressed it ({why}); decompress it where it was made"
+            f"the one that compressed it ({why}); decompress it {where}"
         )
 
     def decompress(

@@ -17,6 +17,7 @@ import argen
 from argen.checkpoint import release_fingerprint, save_release
 from argen.cli import main
 from argen.codec import (
+    ARITHMETIC,
     MAGIC,
     WEIGHT_TABLE,
     Codec,
@@ -304,6 +305,13 @@ def test_a_block_checksum_catches_probabilities_that_differ(models):
     forged = pack({key: value for key, value in header.items() if key != "streams"}, streams)
     with pytest.raises(ArgenError, match="fails its checksum.*where it was made"):
         codec.decompress(forged, progress=False)
+    # A file from before the arithmetic version was recorded (or with another one) says which argen made it.
+    del header["environment"]["arithmetic"]
+    older = pack({key: value for key, value in header.items() if key != "streams"}, streams)
+    with pytest.raises(
+        ArgenError, match=rf"argen arithmetic 1 there, {ARITHMETIC} here.*with an argen of arithmetic 1"
+    ):
+        codec.decompress(older, progress=False)
 
 
 def test_images_the_model_cannot_take_are_refused(models):
