@@ -396,3 +396,10 @@ def test_context_kept_across_generations_follows_the_weights():
     after_step = generate(model, order, tokenizer, **options)
     assert all(torch.equal(a, b) for a, b in zip(after_step.ids, generate(fresh, order, tokenizer, **options).ids))
     assert not all(torch.equal(a, b) for a, b in zip(after_step.ids, after_load.ids))  # the change mattered
+    # A context computed in fp32 is not served to a bf16 generation (nor the reverse): each has its own.
+    kept = len(model._contexts)
+    with autocast("bf16", "cpu"):
+        low = generate(model, order, tokenizer, **options)
+        fresh._contexts.clear()
+        assert all(torch.equal(a, b) for a, b in zip(low.ids, generate(fresh, order, tokenizer, **options).ids))
+    assert len(model._contexts) == kept + 1
