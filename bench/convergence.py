@@ -303,7 +303,7 @@ TABLE_RUNS = {
     "seed1/frequency": ("frequency, seed 1", "frequency (grid)", 1400),
     "long/raster": ("raster, 2800 steps", "vq", 2800),
     "epochs8/raster": ("raster, 8 epochs (shipped)", "vq", 7500),
-    "epochs8/neighbor": ("neighbor, 8 epochs", "vq", 7500),
+    "epochs8/neighbor": ("neighbor, 8 epochs (shipped)", "vq", 7500),
     "epochs8/scale": ("scale, 8 epochs (shipped)", "multiscale", 7500),
     "epochs8/seed1/scale": ("scale, 8 epochs, seed 1", "multiscale", 7500),
     "epochs8/frequency": ("frequency, 8 epochs (shipped)", "frequency (grid)", 7500),
@@ -341,7 +341,7 @@ SHIPPED = {
     "raster": "epochs8/raster",
     "scale": "epochs8/scale",
     "frequency": "epochs8/frequency",
-    "neighbor": "neighbor",
+    "neighbor": "epochs8/neighbor",
 }
 
 

@@ -30,11 +30,8 @@ python bench/convergence.py curves   # learning curves of every kept snapshot
 python bench/convergence.py sweep    # picks each model's sampling settings, writes RUN/sampling.json
 python bench/convergence.py final    # 10 000 samples per run at its settings
 python bench/band_ablation.py
-# float16 copies; sampling.json travels with them (the shipped raster, scale and frequency are the 8-epoch runs,
-# neighbor the 1400-step run)
-argen export --model runs/fashion-mnist/epochs8/raster --out checkpoints/fashion-mnist/raster
-argen export --model runs/fashion-mnist/neighbor --out checkpoints/fashion-mnist/neighbor
-for order in scale frequency; do
+# float16 copies; sampling.json travels with them (the shipped generators are the 8-epoch runs)
+for order in raster neighbor scale frequency; do
   argen export --model runs/fashion-mnist/epochs8/$order --out checkpoints/fashion-mnist/$order
 done
 for order in scale frequency; do  # the small models of collaborative decoding, trained as long as the large ones
