@@ -431,7 +431,8 @@ class Transformer(nn.Module):
         else:
             mask = block_causal_mask(steps, torch.cat([cache.steps[: cache.length], steps]))
         if isinstance(guidance, Tensor):
-            guidance = guidance.to(device=device, dtype=x.dtype).view(1, -1, 1)  # (1, L, 1) per position
+            # (1, L, 1) per position, never below float32 (a bf16 scale would be off in its third digit)
+            guidance = guidance.to(device=device, dtype=torch.promote_types(x.dtype, torch.float32)).view(1, -1, 1)
         elif guidance is not None and self._compiled is not None:
             guidance = torch.tensor(guidance, device=device)  # a tensor, not a constant: no graph per scale
         if guidance is not None and batch % 2:
