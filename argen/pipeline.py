@@ -150,8 +150,9 @@ class Pipeline:
         self.compiled, self.precision = compile, precision
         if next(tokenizer.parameters()).device.type == "cpu":
             # oneDNN's channels-last convolutions beat the default layout's (im2col) ones on a CPU at these sizes:
-            # the shipped 28×28 decoder 1.09 → 0.87 ms at batch 1, 37 → 21 ms at batch 64. Only the conv weights'
-            # memory layout changes (values, names and saved checkpoints do not); outputs move in the last bits.
+            # the shipped 28×28 decoder 0.97 → 0.80 ms at batch 1, 25 → 21 ms at batch 64 (bench/kernels.py). Only
+            # the conv weights' memory layout changes (values, names and saved checkpoints do not); outputs move in
+            # the last bits.
             tokenizer.to(memory_format=torch.channels_last)
         self.tokenizer = tokenizer
         self.model = model
