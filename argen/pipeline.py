@@ -129,6 +129,9 @@ class Pipeline:
     ``compile=True`` compiles the transformer (`argen.transformer.Transformer.compile`; the first calls of each shape
     pay the compile time); ``precision="bf16"`` samples under bfloat16 autocast (`argen.transformer.autocast`),
     meant for GPUs. Both change floats in the last bits, so a seed may give other ids than in eager fp32.
+
+    On a CPU the pipeline stores its tokenizer's conv weights channels-last (faster oneDNN kernels; the tokenizer
+    passed in is changed in place, and still trains, saves and loads as before).
     """
 
     def __init__(
