@@ -132,6 +132,10 @@ def ideal_bits(weights: np.ndarray, symbols: np.ndarray) -> float:
 # Streams
 
 
+class _UndecodableStream(ArgenError):
+    """The entropy coder could not decode a stream whose bytes passed their checksum: the probabilities differ."""
+
+
 class _Streams:
     """One constriction range coder per stream; encoding or decoding, with the same ``code`` call on both sides."""
 
@@ -163,7 +167,9 @@ class _Streams:
             try:
                 values = np.asarray(coder.decode(self._family, weights), dtype=np.int32)
             except Exception as error:  # constriction raises plain exceptions on streams that run dry
-                raise ArgenError(f"the compressed stream {stream} ended early or is damaged ({error})") from None
+                raise _UndecodableStream(
+                    f"the compressed stream {stream} ended early or is damaged ({error})"
+                ) from None
         self.ideal[stream] += ideal_bits(weights, values)
         return values
 
@@ -657,19 +663,25 @@ class Codec:
                     f"({self.fingerprints['residual']}): pass --residual with the one that made it"
                 )
 
-    def _mismatch(self, header: dict[str, Any], source: str, block: int) -> str:
+    def _mismatch(self, header: dict[str, Any], source: str, block: int, *, failure: str = "fails its checksum") -> str:
         recorded, here = {"arithmetic": 1, **header.get("environment", {})}, _environment(self.device)
         differences = [
             f"{'argen arithmetic' if key == 'arithmetic' else key} {recorded.get(key)} there, {here[key]} here"
             for key in here
             if recorded.get(key) != here[key]
         ]
-        why = "; ".join(differences) if differences else "same torch, device and CPU kind, so the file may be damaged"
+        # Every stream and the header passed their CRC-32s, so the bytes are what was written: what differs is how
+        # the probabilities are computed, named here where the file recorded it.
+        why = (
+            "; ".join(differences)
+            if differences
+            else ("same torch, device, CPU kind and argen arithmetic: another build of argen or its libraries")
+        )
         where = "where it was made"
         if recorded["arithmetic"] != here["arithmetic"]:
             where += f" with an argen of arithmetic {recorded['arithmetic']} (the argen version that wrote it)"
         return (
-            f"{source}: decoded block {block} fails its checksum: this machine computes other probabilities than "
+            f"{source}: block {block} {failure}: this machine computes other probabilities than "
             f"the one that compressed it ({why}); decompress it {where}"
         )
 
@@ -714,9 +726,14 @@ class Codec:
         blocks = range(0, count, block_size)
         for block_index, offset in enumerate(tqdm(blocks, desc="decompress", unit="block", disable=not progress)):
             batch = min(block_size, count - offset)
-            pixels, checks = self._block(
-                decoder, batch, class_prior=header["class_prior"], lossless=lossless, steps=steps
-            )
+            try:
+                pixels, checks = self._block(
+                    decoder, batch, class_prior=header["class_prior"], lossless=lossless, steps=steps
+                )
+            except _UndecodableStream:
+                # Every stream's bytes passed their CRC-32 in `unpack`: a stream that cannot be decoded was read
+                # with other probabilities than it was written with, the checksum failure's cause one step earlier.
+                raise ArgenError(self._mismatch(header, source, block_index, failure="cannot be decoded")) from None
             stored = header["checks"][block_index]
             expected = stored[: steps if self.progressive else 1] + (stored[-1:] if lossless else [])
             if checks != expected:

@@ -314,6 +314,38 @@ def test_a_block_checksum_catches_probabilities_that_differ(models):
         codec.decompress(older, progress=False)
 
 
+def test_a_file_read_with_moved_probabilities_names_the_cause_not_damage(models, monkeypatch):
+    """What a newer argen whose arithmetic moved meets: the streams' bytes are intact, the probabilities differ, so
+    decoding either fails in the entropy coder or fails a block checksum; both say why, neither says "damaged"."""
+    data, _ = Codec(models["raster"]).compress(make_images(8), lossless=True, progress=False)
+    moved = Codec(models["raster"])
+    with torch.no_grad():
+        for parameter in moved.pipeline.model.parameters():
+            parameter.mul_(1.01)
+    header, streams = unpack(data)
+    del header["environment"]["arithmetic"]  # as written by arithmetic 1
+    older = pack({key: value for key, value in header.items() if key != "streams"}, streams)
+    for file in (data, older):
+        with pytest.raises(ArgenError, match="computes other probabilities") as error:
+            moved.decompress(file, progress=False)
+        assert "damaged" not in str(error.value) and "\n" not in str(error.value)
+    assert "argen arithmetic 1 there" in str(error.value)
+    # Whichever way it fails: here the entropy coder itself gives up on an intact stream (as it does in practice on
+    # a file of arithmetic 1 read by arithmetic 2).
+    from argen import codec as codec_module
+
+    def refuse(self, stream, weights, symbols=None):
+        if self.encoding:
+            return original(self, stream, weights, symbols)
+        raise codec_module._UndecodableStream(f"the compressed stream {stream} ended early or is damaged (invalid)")
+
+    original = codec_module._Streams.code
+    monkeypatch.setattr(codec_module._Streams, "code", refuse)
+    with pytest.raises(ArgenError, match=r"block 0 cannot be decoded: .*argen arithmetic 1 there") as error:
+        moved.decompress(older, progress=False)
+    assert "damaged" not in str(error.value)
+
+
 def test_images_the_model_cannot_take_are_refused(models):
     codec = Codec(models["raster"])
     with pytest.raises(ArgenError, match="--resize"):
