@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from argen.errors import ArgenError
 from argen.orders.base import block_causal_mask
+from argen.samplers.logits import guide
 
 if TYPE_CHECKING:
     from argen.orders.base import Layout
@@ -465,7 +466,7 @@ class Transformer(nn.Module):
             features = self.head_norms[head](x, head_terms[head])
             if guidance is not None:
                 cond, uncond = features.chunk(2)
-                features = uncond + guidance * (cond - uncond)
+                features = guide(cond, uncond, guidance)
             outputs.append(self.output_heads[head](features))
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
 
@@ -517,44 +518,51 @@ class Transformer(nn.Module):
         its ``cond_BD`` once per generation).
         """
         memoize = cache is not None and not self.training and not torch.is_grad_enabled()
-        if memoize:
-            memo = cache.memo.get("context")
-            # The samplers pass one labels tensor for the whole generation; equal values are checked otherwise.
-            if memo is not None and memo[0] is layout and (memo[1] is labels or _same_labels(memo[2], labels)):
-                return memo[3]
-            # A later generation with the same labels and layout reuses the context while the weights it depends on
-            # are unchanged (same storage, no in-place update since): ~0.15 ms per generation at the shipped sizes.
-            autocast_dtype = (
-                torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
-            )  # a context computed under bf16 autocast is not the fp32 one
-            key = (batch, str(device), None if labels is None else tuple(labels.tolist()), id(layout), autocast_dtype)
-            stamp = self._context_stamp()
-            kept = self._contexts.get(key)
-            if kept is not None and kept[0] is layout and kept[1] == stamp:
-                cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), kept[2])
-                return kept[2]
+        if not memoize:
+            return self._compute_context(labels, batch, device, layout, table=False)
+        memo = cache.memo.get("context")
+        # The samplers pass one labels tensor for the whole generation; equal values are checked otherwise.
+        if memo is not None and memo[0] is layout and (memo[1] is labels or _same_labels(memo[2], labels)):
+            return memo[3]
+        # A later generation with the same labels and layout reuses the context while the weights it depends on are
+        # unchanged (same storage, no in-place update since): ~0.15 ms per generation at the shipped sizes.
+        autocast_dtype = (
+            torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        )  # a context computed under bf16 autocast is not the fp32 one
+        key = (batch, str(device), None if labels is None else tuple(labels.tolist()), id(layout), autocast_dtype)
+        stamp = self._context_stamp()
+        kept = self._contexts.get(key)
+        if kept is not None and kept[0] is layout and kept[1] == stamp:
+            context = kept[2]
+        else:
+            context = self._compute_context(labels, batch, device, layout, table=True)
+            if len(self._contexts) >= 64:  # bounded: e.g. an evaluation's batches of mixed labels
+                self._contexts.clear()
+            self._contexts[key] = (layout, stamp, context)
+        cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), context)
+        return context
+
+    def _compute_context(
+        self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, *, table: bool
+    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor]]:
+        """`_context` computed afresh; ``table``: embed every layout position at once and look the fed ones up (for a
+        context kept across calls), instead of embedding the fed positions at each call."""
         condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
         silu = F.silu(condition) if self.config.adaln else None
         blocks = [*self.blocks, *self.head_blocks]
         block_terms = [block.modulate(silu) for block in blocks]
         head_terms = [norm.modulate(silu) for norm in self.head_norms]
-        if memoize:
-            table = self._position_embedding(layout.positions.to(device), layout.sizes.to(device))  # (L_all, D)
+        if table:
+            embedded = self._position_embedding(layout.positions.to(device), layout.sizes.to(device))  # (L_all, D)
 
             def positions(index: Tensor) -> Tensor:
-                return table[index.to(device)]
+                return embedded[index.to(device)]
         else:
 
             def positions(index: Tensor) -> Tensor:
                 return self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
 
-        context = (condition, block_terms, head_terms, positions)
-        if memoize:
-            cache.memo["context"] = (layout, labels, None if labels is None else labels.clone(), context)
-            if len(self._contexts) >= 64:  # bounded: e.g. an evaluation's batches of mixed labels
-                self._contexts.clear()
-            self._contexts[key] = (layout, stamp, context)
-        return context
+        return condition, block_terms, head_terms, positions
 
     def _context_stamp(self) -> tuple:
         """Where the weights `_context` reads live and how often they were changed in place: equal stamps, equal
