@@ -372,14 +372,22 @@ class DecompressionResult:
 
 
 # The version of argen's own model arithmetic, raised whenever a change moves the models' floats (2: AdaLN terms and
-# gated residuals as one addcmul, guidance before the output layers, channels-last tokenizer convolutions on a CPU).
-# Files carry it, so that one that fails its checksum after such a change says so; files without it are from 1.
-ARITHMETIC = 2
+# gated residuals as one addcmul, guidance before the output layers, channels-last tokenizer convolutions on a CPU;
+# 3: large CPU products through oneDNN, `argen.onednn`). Files carry it, so that one that fails its checksum after
+# such a change says so; files without it are from 1.
+ARITHMETIC = 3
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
+    from argen import onednn
+
     capability = torch.backends.cpu.get_cpu_capability() if device.type == "cpu" else torch.cuda.get_device_name(device)
-    return {"torch": torch.__version__, "device": device.type, "capability": capability, "arithmetic": ARITHMETIC}
+    # Which library computes the transformer's large CPU products (files of arithmetic < 3 only knew torch's).
+    products = "onednn" if device.type == "cpu" and onednn.enabled else "torch"
+    return {
+        "torch": torch.__version__, "device": device.type, "capability": capability, "arithmetic": ARITHMETIC,
+        "products": products,
+    }  # fmt: skip
 
 
 class Codec:
@@ -664,9 +672,11 @@ class Codec:
                 )
 
     def _mismatch(self, header: dict[str, Any], source: str, block: int, *, failure: str = "fails its checksum") -> str:
-        recorded, here = {"arithmetic": 1, **header.get("environment", {})}, _environment(self.device)
+        recorded = {"arithmetic": 1, "products": "torch", **header.get("environment", {})}
+        here = _environment(self.device)
+        names = {"arithmetic": "argen arithmetic", "products": "CPU products by"}
         differences = [
-            f"{'argen arithmetic' if key == 'arithmetic' else key} {recorded.get(key)} there, {here[key]} here"
+            f"{names.get(key, key)} {recorded.get(key)} there, {here[key]} here"
             for key in here
             if recorded.get(key) != here[key]
         ]
@@ -680,6 +690,8 @@ class Codec:
         where = "where it was made"
         if recorded["arithmetic"] != here["arithmetic"]:
             where += f" with an argen of arithmetic {recorded['arithmetic']} (the argen version that wrote it)"
+        elif recorded["products"] != here["products"]:
+            where += f", or here with ARGEN_ONEDNN={1 if recorded['products'] == 'onednn' else 0} in the environment"
         return (
             f"{source}: block {block} {failure}: this machine computes other probabilities than "
             f"the one that compressed it ({why}); decompress it {where}"

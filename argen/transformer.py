@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from argen.errors import ArgenError
+from argen.onednn import Linear
 from argen.orders.base import block_causal_mask
 from argen.samplers.logits import guide
 
@@ -190,8 +191,8 @@ class Attention(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.heads = config.heads
-        self.qkv = nn.Linear(config.width, 3 * config.width, bias=False)
-        self.proj = nn.Linear(config.width, config.width, bias=False)
+        self.qkv = Linear(config.width, 3 * config.width, bias=False)
+        self.proj = Linear(config.width, config.width, bias=False)
 
     def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | tuple | None, layer: int) -> Tensor:
         batch, length, width = x.shape
@@ -213,8 +214,8 @@ class Attention(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.gate_up = nn.Linear(config.width, 2 * config.hidden, bias=False)
-        self.down = nn.Linear(config.hidden, config.width, bias=False)
+        self.gate_up = Linear(config.width, 2 * config.hidden, bias=False)
+        self.down = Linear(config.hidden, config.width, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         gate, up = self.gate_up(x).chunk(2, dim=-1)
@@ -231,7 +232,7 @@ class Block(nn.Module):
         self.attention = Attention(config)
         self.mlp_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
         self.mlp = SwiGLU(config)
-        self.modulation = nn.Linear(config.width, 6 * config.width) if config.adaln else None
+        self.modulation = Linear(config.width, 6 * config.width) if config.adaln else None
         self.dropout = nn.Dropout(config.dropout)
 
     def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
@@ -275,7 +276,7 @@ class HeadNorm(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.norm = RMSNorm(config.width, eps=config.norm_eps, affine=not config.adaln)
-        self.modulation = nn.Linear(config.width, 2 * config.width) if config.adaln else None
+        self.modulation = Linear(config.width, 2 * config.width) if config.adaln else None
 
     def modulate(self, condition: Tensor | None) -> tuple[Tensor, ...] | None:
         """silu(class embedding) (B, D) → (1 + scale, shift), each (B, 1, D); None without AdaLN."""
@@ -299,7 +300,7 @@ class Transformer(nn.Module):
         self.config = config
         width = config.width
         if config.feature_dim:
-            self.feature_proj = nn.Linear(config.feature_dim, width)
+            self.feature_proj = Linear(config.feature_dim, width)
             self.start = nn.Parameter(torch.zeros(width))
         else:
             self.token_embed = nn.Embedding(config.vocab_size + 1, width)  # row vocab_size: the start token
@@ -312,7 +313,7 @@ class Transformer(nn.Module):
         self.head_norms = nn.ModuleList(HeadNorm(config) for _ in range(config.num_heads_out))
         # The output layers, one per head of num_heads_out (config.heads is the attention heads).
         self.output_heads = nn.ModuleList(
-            nn.Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out)
+            Linear(width, config.vocab_size, bias=False) for _ in range(config.num_heads_out)
         )
         self._init_weights()
         self._compiled: Callable | None = None  # set by `compile`

@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 import argen
+from argen import onednn
 from argen.checkpoint import release_fingerprint, save_release
 from argen.cli import main
 from argen.codec import (
@@ -151,6 +152,19 @@ def test_round_trip_every_order(models, order):
     exact, report = codec.compress(images, block_size=8, lossless=True, progress=False)
     assert report.lossless and "residual" in report.model_bits
     assert torch.equal(codec.decompress(exact, progress=False).pixels, images)
+
+
+@pytest.mark.skipif(not onednn.enabled, reason="this torch build or CPU has no oneDNN products")
+@pytest.mark.parametrize("order", ["raster", "scale"])
+def test_round_trip_with_every_product_through_onednn(models, order, monkeypatch):
+    """Encoder and decoder feed the model different row counts; the oneDNN-or-torch choice is by shape, so both
+    sides still compute the same floats (here every product goes through oneDNN, as the shipped models' large ones)."""
+    monkeypatch.setattr(onednn, "MIN_MULTIPLY_ADDS", 0)
+    codec = Codec(models[order])
+    images = make_images(12, seed=5)
+    data, _ = codec.compress(images, block_size=5, lossless=True, progress=False)
+    assert unpack(data)[0]["environment"]["products"] == "onednn"
+    assert torch.equal(codec.decompress(data, progress=False).pixels, images)
 
 
 def test_lossless_is_exact_on_a_few_hundred_images_with_noise(models):
@@ -305,6 +319,13 @@ def test_a_block_checksum_catches_probabilities_that_differ(models):
     forged = pack({key: value for key, value in header.items() if key != "streams"}, streams)
     with pytest.raises(ArgenError, match="fails its checksum.*where it was made"):
         codec.decompress(forged, progress=False)
+    # Same argen, other product library (ARGEN_ONEDNN set differently, or a torch without oneDNN): says how to match.
+    here = header["environment"]["products"]
+    there = "torch" if here == "onednn" else "onednn"
+    other = pack({key: value for key, value in header.items() if key not in ("streams", "environment")}
+                 | {"environment": {**header["environment"], "products": there}}, streams)  # fmt: skip
+    with pytest.raises(ArgenError, match=rf"CPU products by {there} there, {here} here.*ARGEN_ONEDNN="):
+        codec.decompress(other, progress=False)
     # A file from before the arithmetic version was recorded (or with another one) says which argen made it.
     del header["environment"]["arithmetic"]
     older = pack({key: value for key, value in header.items() if key != "streams"}, streams)
