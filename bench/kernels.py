@@ -9,6 +9,7 @@
 - the shipped tokenizer's decoder at batch 1 and 64, conv weights in the default layout and channels-last (what
   `Pipeline` does on a CPU).
 - the AdaLN modulation of one block's input, ``rms_norm(x) * scale + shift`` against one ``addcmul``.
+- the transformer's products through MKL (``F.linear``) and oneDNN (`argen.onednn`), which sets its threshold.
 
 Medians of interleaved repeats, microseconds or milliseconds per call.
 """
@@ -126,6 +127,42 @@ def modulation(width: int = 112) -> list[str]:
     return lines
 
 
+def products(width: int = 112, hidden: int = 304, vocab: int = 1024) -> list[str]:
+    """One forward's products of the shipped 1m transformer (3 blocks' qkv, proj, gate_up, down and the output layer)
+    through MKL (``F.linear``) and oneDNN (`argen.onednn`), each with its own weights as in a real forward (a
+    micro-benchmark that repeats one product keeps its weights in cache and flatters the library with the larger
+    fixed cost), at the row counts of next-scale sampling at batch 1 with guidance; and one training-size product."""
+    from argen import onednn
+
+    if not onednn.enabled:
+        return ["(no oneDNN products in this torch build or on this CPU)"]
+    shapes = [(3 * width, width), (width, width), (2 * hidden, width), (width, hidden)] * 3 + [(vocab, width)]
+    generator = torch.Generator().manual_seed(0)
+    weights = [torch.randn(*shape, generator=generator) for shape in shapes]
+    lines = ["| rows | MKL µs | oneDNN µs | MKL / oneDNN |", "|---|---|---|---|"]
+    for rows in (2, 8, 18, 32, 50, 98, 6272):
+        inputs = [torch.randn(rows if index < 12 else max(1, rows // 2), weight.shape[1]) for index, weight in
+                  enumerate(weights)]  # fmt: skip
+
+        def forward(product, inputs=inputs) -> None:
+            for x, weight in zip(inputs, weights, strict=True):
+                product(x, weight, None)
+
+        seconds = timed(
+            {
+                "mkl": lambda forward=forward: forward(F.linear),
+                "onednn": lambda forward=forward: forward(onednn._product),
+            },
+            calls=200 if rows < 1000 else 2,
+        )
+        label = f"{rows} (training: 128 images × 49)" if rows > 1000 else str(rows)
+        lines.append(
+            f"| {label} | {1e6 * seconds['mkl']:.0f} | {1e6 * seconds['onednn']:.0f} | "
+            f"{seconds['mkl'] / seconds['onednn']:.2f} |"
+        )
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=str(ROOT / "checkpoints/fashion-mnist/scale"), help="whose tokenizer")
@@ -137,6 +174,7 @@ def main(argv: list[str] | None = None) -> None:
             ("Top-k draws over 1024 logits (per call)", top_k_draws()),
             ("The shipped tokenizer's decoder (per call)", decoder_layouts(arguments.model)),
             ("AdaLN modulation of a block input, width 112 (per call)", modulation()),
+            ("The 13 products of one forward of the shipped 1m transformer (per forward)", products()),
         ):
             print(f"\n{title}, threads {arguments.threads}:\n")
             print("\n".join(lines), flush=True)

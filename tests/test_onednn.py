@@ -98,3 +98,27 @@ def test_a_training_step_with_onednn_matches_torch(monkeypatch):
     torch.testing.assert_close(ours[0], theirs[0], rtol=1e-5, atol=1e-6)
     for mine, reference in zip(ours[1], theirs[1], strict=True):
         torch.testing.assert_close(mine, reference, rtol=1e-4, atol=1e-6)
+
+
+@needs_onednn
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_convolution_equals_torch_and_is_chosen_by_shape(channels_last, monkeypatch):
+    from argen.onednn import Conv2d
+
+    called = []
+    convolution = torch.mkldnn_convolution
+    monkeypatch.setattr(torch, "mkldnn_convolution", lambda *arguments: called.append(1) or convolution(*arguments))
+    torch.manual_seed(0)
+    layer = Conv2d(8, 16, 3, padding=1)
+    reference = torch.nn.Conv2d(8, 16, 3, padding=1)
+    reference.load_state_dict(layer.state_dict())
+    large, small = torch.randn(1, 8, 14, 14), torch.randn(1, 8, 7, 7)
+    if channels_last:
+        layer, reference = layer.to(memory_format=torch.channels_last), reference.to(memory_format=torch.channels_last)
+        large, small = (x.contiguous(memory_format=torch.channels_last) for x in (large, small))
+    with torch.no_grad():
+        torch.testing.assert_close(layer(large), reference(large), rtol=1e-5, atol=1e-5)
+        assert called == [1]
+        assert torch.equal(layer(small), reference(small)) and called == [1]  # 7 × 7: PyTorch's own choice
+    out = layer(large)  # with gradients: PyTorch's convolution, which has a backward
+    assert out.requires_grad and called == [1]

@@ -28,6 +28,7 @@ from torch import nn
 
 from argen.errors import ArgenError
 from argen.metrics import codebook_statistics, multiscale_ssim, psnr
+from argen.onednn import Conv2d
 from argen.registry import DEFAULT_RANK, Registry
 
 if TYPE_CHECKING:
@@ -49,10 +50,10 @@ class ResidualBlock(nn.Module):
     def __init__(self, inputs: int, outputs: int):
         super().__init__()
         self.norm1 = nn.GroupNorm(_groups(inputs), inputs)
-        self.conv1 = nn.Conv2d(inputs, outputs, 3, padding=1)
+        self.conv1 = Conv2d(inputs, outputs, 3, padding=1)
         self.norm2 = nn.GroupNorm(_groups(outputs), outputs)
-        self.conv2 = nn.Conv2d(outputs, outputs, 3, padding=1)
-        self.skip = nn.Conv2d(inputs, outputs, 1) if inputs != outputs else nn.Identity()
+        self.conv2 = Conv2d(outputs, outputs, 3, padding=1)
+        self.skip = Conv2d(inputs, outputs, 1) if inputs != outputs else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -74,17 +75,17 @@ class Encoder(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         widths = stage_widths(config)
-        self.stem = nn.Conv2d(config.channels, widths[0], 3, padding=1)
+        self.stem = Conv2d(config.channels, widths[0], 3, padding=1)
         layers: list[nn.Module] = []
         for stage in range(config.downsample):
             layers += [ResidualBlock(widths[stage], widths[stage]) for _ in range(config.blocks)]
-            layers.append(nn.Conv2d(widths[stage], widths[stage + 1], 3, stride=2, padding=1))
+            layers.append(Conv2d(widths[stage], widths[stage + 1], 3, stride=2, padding=1))
         layers += [ResidualBlock(widths[-1], widths[-1]) for _ in range(config.blocks)]
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.GroupNorm(_groups(widths[-1]), widths[-1]),
             nn.SiLU(),
-            nn.Conv2d(widths[-1], config.latent_dim, 3, padding=1),
+            Conv2d(widths[-1], config.latent_dim, 3, padding=1),
         )
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -101,18 +102,18 @@ class Decoder(nn.Module):
     def __init__(self, config: TokenizerConfig):
         super().__init__()
         widths = stage_widths(config)
-        self.stem = nn.Conv2d(config.latent_dim, widths[-1], 3, padding=1)
+        self.stem = Conv2d(config.latent_dim, widths[-1], 3, padding=1)
         layers: list[nn.Module] = [ResidualBlock(widths[-1], widths[-1]) for _ in range(config.blocks)]
         for stage in reversed(range(config.downsample)):
             layers += [ResidualBlock(widths[stage + 1], widths[stage + 1]) for _ in range(config.blocks)]
             layers += [
                 nn.Upsample(scale_factor=2, mode="nearest"),
-                nn.Conv2d(widths[stage + 1], widths[stage], 3, padding=1),
+                Conv2d(widths[stage + 1], widths[stage], 3, padding=1),
             ]
         layers += [ResidualBlock(widths[0], widths[0]) for _ in range(config.blocks)]
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
-            nn.GroupNorm(_groups(widths[0]), widths[0]), nn.SiLU(), nn.Conv2d(widths[0], config.channels, 3, padding=1)
+            nn.GroupNorm(_groups(widths[0]), widths[0]), nn.SiLU(), Conv2d(widths[0], config.channels, 3, padding=1)
         )
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
