@@ -403,3 +403,51 @@ def test_context_kept_across_generations_follows_the_weights():
         fresh._contexts.clear()
         assert all(torch.equal(a, b) for a, b in zip(low.ids, generate(fresh, order, tokenizer, **options).ids))
     assert len(model._contexts) == kept + 1
+
+
+@pytest.mark.parametrize("name", ["raster", "scale", "neighbor"])
+def test_first_call_kept_across_generations_is_the_same_call(name):
+    """A generation's first call (step 0 only: start tokens) is kept on the model and served to the next generation
+    with the same labels, guidance and weights: the same outputs and cache contents bit for bit, without the call;
+    other labels, other step-0 ids or weights changed in place are computed afresh."""
+    from argen.samplers.base import feed, prepare_request
+
+    order, tokenizer, model = make(name)
+    layout = order.layout(tokenizer.grid_shapes)
+    calls = []
+    body = model._body
+    model._body = lambda *arguments: calls.append(1) or body(*arguments)
+
+    def first_call(labels=LABELS, ids=None):
+        request = prepare_request(model, order, tokenizer, labels=labels, cfg_scale=2.0)
+        cache = model.new_cache(request.rows, capacity=layout.length)
+        with torch.inference_mode():
+            outputs = feed(model, order, tokenizer, request, ids or request.empty_ids(), first=0, last=0, cache=cache)
+        return outputs, cache.keys[:, :, :, : cache.length], cache.values[:, :, :, : cache.length]
+
+    computed = first_call()
+    served = first_call()
+    assert len(calls) == 1 and len(model._starts) == 1
+    assert all(torch.equal(a, b) for a, b in zip(computed, served, strict=True))
+    model._starts.clear()
+    assert all(torch.equal(a, b) for a, b in zip(computed, first_call(), strict=True)) and len(calls) == 2
+    first_call(labels=LABELS.flip(0))
+    assert len(calls) == 3  # other labels: another key
+    with torch.no_grad():
+        model.blocks[0].attention.qkv.weight.mul_(1.5)
+    changed = first_call()
+    assert len(calls) == 4 and not torch.equal(changed[0], computed[0])
+    if order.input_kind != "features":  # ids at step 0 are part of the key (features are replaced by start)
+        request = prepare_request(model, order, tokenizer, labels=LABELS, cfg_scale=2.0)
+        index = layout.inputs_of_step[0]
+        for start in (model.config.vocab_size, 0):
+            cache = model.new_cache(request.rows, capacity=layout.length)
+            with torch.inference_mode():
+                model(torch.full((request.rows, len(index)), start), torch.cat([LABELS, LABELS.new_full(LABELS.shape,
+                      model.config.num_classes)]), layout=layout, index=index, cache=cache)  # fmt: skip
+        assert len(calls) == 6
+    model.train()  # nothing is kept outside sampling
+    kept = len(model._starts)
+    first_call()
+    first_call()
+    assert len(model._starts) == kept
