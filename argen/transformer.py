@@ -29,14 +29,14 @@ import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from argen.errors import ArgenError
-from argen.onednn import Linear
+from argen.onednn import Linear, linear
 from argen.orders.base import block_causal_mask
 from argen.samplers.logits import guide
 
@@ -188,38 +188,83 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
+    """The attention's parameters (``qkv``, ``proj``); the computation is `block_step`'s."""
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
-        self.heads = config.heads
         self.qkv = Linear(config.width, 3 * config.width, bias=False)
         self.proj = Linear(config.width, config.width, bias=False)
 
-    def forward(self, x: Tensor, mask: Tensor | None, cache: KVCache | tuple | None, layer: int) -> Tensor:
-        batch, length, width = x.shape
-        qkv = self.qkv(x).view(batch, length, 3, self.heads, width // self.heads)
-        query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
-        if isinstance(cache, KVCache):
-            key, value = cache.update(layer, key, value)
-        elif cache is not None:
-            # Compiled decoding: (keys, values, where), the whole preallocated cache written at positions `where`
-            # and attended in full under the mask, so that every call of a given length has the same shapes.
-            keys, values, where = cache
-            keys[layer].index_copy_(2, where, key.to(keys.dtype))
-            values[layer].index_copy_(2, where, value.to(values.dtype))
-            key, value = keys[layer].to(query.dtype), values[layer].to(query.dtype)
-        out = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-        return self.proj(out.transpose(1, 2).reshape(batch, length, width))  # (B, L, D)
-
 
 class SwiGLU(nn.Module):
+    """The SwiGLU MLP's parameters (``gate_up``, ``down``); the computation is `block_step`'s."""
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.gate_up = Linear(config.width, 2 * config.hidden, bias=False)
         self.down = Linear(config.hidden, config.width, bias=False)
 
-    def forward(self, x: Tensor) -> Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+
+class BlockWeights(NamedTuple):
+    """What `block_step` reads of a `Block`: its weights, gathered once (per call in training, per generation in
+    sampling), and the numbers around them."""
+
+    attention_norm: Tensor | None  # None with AdaLN (the class sets scale and shift)
+    qkv: Tensor
+    proj: Tensor
+    mlp_norm: Tensor | None
+    gate_up: Tensor
+    down: Tensor
+    heads: int
+    eps: float
+    dropout: float  # 0 outside training
+
+
+def block_step(
+    x: Tensor,
+    weights: BlockWeights,
+    terms: tuple[Tensor, ...] | None,
+    mask: Tensor | None,
+    cache: KVCache | tuple | None,
+    layer: int,
+) -> Tensor:
+    """One block, pre-norm attention + SwiGLU: x (B, L, D) → (B, L, D); ``terms`` from `Block.modulate`; ``mask``
+    (L, K) bool, or None when every key is visible to every query.
+
+    A function of the weights rather than a chain of submodule calls: at batch 1 a block is ~20 small operations,
+    and calling its norms, attention, MLP and four linears as modules cost ~23 µs of a ~108 µs block (bench:
+    ``python bench/kernels.py``), i.e. ~75 µs per model call, 18 % of raster's batch-1 time.
+    """
+    batch, length, width = x.shape
+    h = F.rms_norm(x, (width,), weights.attention_norm, eps=weights.eps)
+    if terms is not None:
+        gate1, gate2, scale1, scale2, shift1, shift2 = terms
+        # addcmul(a, b, c) = a + b·c in one pass over memory (with the norm: 1.2× at batch 64, bench/kernels.py).
+        h = torch.addcmul(shift1, h, scale1)
+    qkv = linear(h, weights.qkv).view(batch, length, 3, weights.heads, width // weights.heads)
+    query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
+    if isinstance(cache, KVCache):
+        key, value = cache.update(layer, key, value)
+    elif cache is not None:
+        # Compiled decoding: (keys, values, where), the whole preallocated cache written at positions `where` and
+        # attended in full under the mask, so that every call of a given length has the same shapes.
+        keys, values, where = cache
+        keys[layer].index_copy_(2, where, key.to(keys.dtype))
+        values[layer].index_copy_(2, where, value.to(values.dtype))
+        key, value = keys[layer].to(query.dtype), values[layer].to(query.dtype)
+    h = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
+    h = linear(h.transpose(1, 2).reshape(batch, length, width), weights.proj)  # (B, L, D)
+    if weights.dropout:
+        h = F.dropout(h, weights.dropout)
+    x = x + h if terms is None else torch.addcmul(x, h, gate1)
+    h = F.rms_norm(x, (width,), weights.mlp_norm, eps=weights.eps)
+    if terms is not None:
+        h = torch.addcmul(shift2, h, scale2)
+    gate, up = linear(h, weights.gate_up).chunk(2, dim=-1)
+    h = linear(F.silu(gate) * up, weights.down)
+    if weights.dropout:
+        h = F.dropout(h, weights.dropout)
+    return x + h if terms is None else torch.addcmul(x, h, gate2)
 
 
 class Block(nn.Module):
@@ -228,6 +273,7 @@ class Block(nn.Module):
     def __init__(self, config: TransformerConfig):
         super().__init__()
         affine = not config.adaln
+        self.heads = config.heads
         self.attention_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
         self.attention = Attention(config)
         self.mlp_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
@@ -245,6 +291,13 @@ class Block(nn.Module):
         gate1, gate2, scale1, scale2, shift1, shift2 = self.modulation(condition).unsqueeze(1).chunk(6, dim=-1)
         return 1 + gate1, 1 + gate2, 1 + scale1, 1 + scale2, shift1, shift2
 
+    def weights(self) -> BlockWeights:
+        return BlockWeights(
+            self.attention_norm.weight, self.attention.qkv.weight, self.attention.proj.weight, self.mlp_norm.weight,
+            self.mlp.gate_up.weight, self.mlp.down.weight, self.heads, self.attention_norm.eps,
+            self.dropout.p if self.training else 0.0,
+        )  # fmt: skip
+
     def forward(
         self,
         x: Tensor,
@@ -253,25 +306,13 @@ class Block(nn.Module):
         cache: KVCache | tuple | None,
         layer: int,
     ) -> Tensor:
-        """x (B, L, D) → (B, L, D); ``terms`` from `modulate`; ``mask`` (L, K) bool, or None when every key is
-        visible to every query."""
-        if terms is None:
-            x = x + self.drop(self.attention(self.attention_norm(x), mask, cache, layer))
-            return x + self.drop(self.mlp(self.mlp_norm(x)))
-        gate1, gate2, scale1, scale2, shift1, shift2 = terms
-        # addcmul(a, b, c) = a + b·c in one pass over memory (with the norm: 1.2× at batch 64, bench/kernels.py).
-        h = self.attention(torch.addcmul(shift1, self.attention_norm(x), scale1), mask, cache, layer)
-        x = torch.addcmul(x, self.drop(h), gate1)
-        h = self.mlp(torch.addcmul(shift2, self.mlp_norm(x), scale2))
-        return torch.addcmul(x, self.drop(h), gate2)
-
-    def drop(self, h: Tensor) -> Tensor:
-        # Dropout is the identity in eval mode and at p = 0: skip the module call on the sampling path.
-        return self.dropout(h) if self.training and self.dropout.p > 0 else h
+        """`block_step` with this block's weights."""
+        return block_step(x, self.weights(), terms, mask, cache, layer)
 
 
 class HeadNorm(nn.Module):
-    """The norm before an output head; with AdaLN the class sets its scale and shift (VAR's AdaLNBeforeHead)."""
+    """The norm before an output head; with AdaLN the class sets its scale and shift (VAR's AdaLNBeforeHead). The
+    computation is in `Transformer._body`."""
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -284,12 +325,6 @@ class HeadNorm(nn.Module):
             return None
         scale, shift = self.modulation(condition).unsqueeze(1).chunk(2, dim=-1)
         return 1 + scale, shift
-
-    def forward(self, x: Tensor, terms: tuple[Tensor, ...] | None) -> Tensor:
-        if terms is None:
-            return self.norm(x)
-        scale, shift = terms
-        return torch.addcmul(shift, self.norm(x), scale)
 
 
 class Transformer(nn.Module):
@@ -422,7 +457,7 @@ class Transformer(nn.Module):
                 cache.values[:, :, :, :length] = values
                 cache.advance(steps, host_steps)
                 return outputs.clone()
-        condition, block_terms, head_terms, positions = self._context(labels, batch, device, layout, cache)
+        condition, block_terms, head_terms, positions, weights = self._context(labels, batch, device, layout, cache)
 
         if config.feature_dim:
             x = self.feature_proj(inputs)  # (B, L, D)
@@ -452,7 +487,7 @@ class Transformer(nn.Module):
         if guidance is not None and batch % 2:
             raise ArgenError(f"guidance needs 2B rows (conditional, then null class), got {batch}")
         body = self._body if self._compiled is None else self._compiled
-        outputs = body(x, block_terms, head_terms, mask, slots, guidance)
+        outputs = body(x, block_terms, head_terms, weights, mask, slots, guidance)
         if cache is not None:
             cache.advance(steps, host_steps)
         if start_key is not None:
@@ -501,6 +536,7 @@ class Transformer(nn.Module):
         x: Tensor,
         block_terms: list,
         head_terms: list,
+        weights: tuple[list[BlockWeights], list[tuple[Tensor | None, Tensor]]],
         mask: Tensor | None,
         cache: KVCache | tuple | None,
         guidance: float | Tensor | None = None,
@@ -508,18 +544,22 @@ class Transformer(nn.Module):
         """The blocks and the output heads, (B, L, D) → (B, L, V) or (B, L, H, V) (B/2 rows with ``guidance``): what
         `compile` compiles."""
         config = self.config
-        for layer, block in enumerate(self.blocks):
-            x = block(x, block_terms[layer], mask, cache, layer)
+        block_weights, head_weights = weights
+        for layer in range(config.depth):
+            x = block_step(x, block_weights[layer], block_terms[layer], mask, cache, layer)
         outputs = []
-        for head in range(config.num_heads_out):
+        for head, (norm_weight, output_weight) in enumerate(head_weights):
             if head > 0:
                 layer = config.depth + head - 1
-                x = self.head_blocks[head - 1](x, block_terms[layer], mask, cache, layer)
-            features = self.head_norms[head](x, head_terms[head])
+                x = block_step(x, block_weights[layer], block_terms[layer], mask, cache, layer)
+            features = F.rms_norm(x, (x.shape[-1],), norm_weight, eps=config.norm_eps)
+            if head_terms[head] is not None:
+                scale, shift = head_terms[head]
+                features = torch.addcmul(shift, features, scale)
             if guidance is not None:
                 cond, uncond = features.chunk(2)
                 features = guide(cond, uncond, guidance)
-            outputs.append(self.output_heads[head](features))
+            outputs.append(linear(features, output_weight))
         return outputs[0] if len(outputs) == 1 else torch.stack(outputs, dim=2)  # (B, L, V) or (B, L, H, V)
 
     def _static_slots(
@@ -560,9 +600,10 @@ class Transformer(nn.Module):
 
     def _context(
         self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, cache: KVCache | None
-    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor]]:
+    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor], tuple]:
         """What a call needs besides its inputs: the class embedding (B, D), the AdaLN terms of every block and head
-        norm, and a function of the fed positions' indices (L,) → their position embeddings (L, D).
+        norm, a function of the fed positions' indices (L,) → their position embeddings (L, D), and the weights as
+        `_body` reads them.
 
         All of it depends on the labels and the weights only, so during sampling (a cache, no gradients, eval mode)
         it is computed at the first call and kept in the cache for the rest of the generation: per step that saves
@@ -596,7 +637,7 @@ class Transformer(nn.Module):
 
     def _compute_context(
         self, labels: Tensor | None, batch: int, device: torch.device, layout: Layout, *, table: bool
-    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor]]:
+    ) -> tuple[Tensor, list, list, Callable[[Tensor], Tensor], tuple]:
         """`_context` computed afresh; ``table``: embed every layout position at once and look the fed ones up (for a
         context kept across calls), instead of embedding the fed positions at each call."""
         condition = self.class_embed(self._labels(labels, batch, device))  # (B, D)
@@ -614,7 +655,13 @@ class Transformer(nn.Module):
             def positions(index: Tensor) -> Tensor:
                 return self._position_embedding(layout.positions[index].to(device), layout.sizes[index].to(device))
 
-        return condition, block_terms, head_terms, positions
+        # The weights as the computation reads them (`block_step`, the heads): gathered here, so that a generation
+        # walks the module tree once rather than at every call.
+        weights = (
+            [block.weights() for block in blocks],
+            [(norm.norm.weight, head.weight) for norm, head in zip(self.head_norms, self.output_heads, strict=True)],
+        )
+        return condition, block_terms, head_terms, positions, weights
 
     def _weights_stamp(self, cache: KVCache | None = None) -> tuple:
         """Where every weight lives and how often it was changed in place: equal stamps, equal weights (an optimizer
