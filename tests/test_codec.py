@@ -387,11 +387,17 @@ def test_stage_map_partitions_the_pixels():
 # A fresh process, the API and the CLI
 
 
-def test_a_fresh_process_with_other_threads_decodes_the_same_images(models, tmp_path):
+@pytest.mark.parametrize("through_onednn", [False, True])
+def test_a_fresh_process_with_other_threads_decodes_the_same_images(models, tmp_path, through_onednn, monkeypatch):
+    if through_onednn:  # every product through oneDNN, on both sides: its kernels must not depend on the threads
+        if not onednn.enabled:
+            pytest.skip("this torch build or CPU has no oneDNN products")
+        monkeypatch.setattr(onednn, "MIN_MULTIPLY_ADDS", 0)
     images = make_images(16)
     data, _ = argen.compress(models["neighbor"], images, tmp_path / "x.argz", lossless=True, progress=False)
     script = (
-        "import sys, torch, numpy; torch.set_num_threads(2); import argen; "
+        "import sys, torch, numpy; torch.set_num_threads(2); import argen, argen.onednn; "
+        f"argen.onednn.MIN_MULTIPLY_ADDS = {onednn.MIN_MULTIPLY_ADDS}; "
         "r = argen.decompress(sys.argv[1], progress=False); numpy.save(sys.argv[2], r.pixels.numpy())"
     )
     subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.argz"), str(tmp_path / "out.npy")], check=True)
