@@ -359,3 +359,24 @@ def test_psnr_and_codebook_statistics():
     assert codebook_statistics(torch.zeros(5, dtype=torch.long), 4)["perplexity"] == 1
     with pytest.raises(ArgenError):
         codebook_statistics(torch.tensor([4]), 4)
+
+
+@pytest.mark.parametrize("kind", ["multiscale", "frequency"])
+def test_upsampling_by_products_equals_bicubic_interpolation(kind):
+    """`ResidualQuantizer.upsample` (two products with a matrix taken from F.interpolate) is bicubic interpolation,
+    borders included, up to float rounding, for every grid side up to the latent's, in float32 and float64, with
+    gradients."""
+    import torch.nn.functional as F
+
+    quantizer = build_tokenizer(tiny_config(kind, image_size=64, scales=[1, 2, 3, 5, 8, 16])).quantizer
+    generator = torch.Generator().manual_seed(0)
+    for side in range(1, 16):
+        for dtype, tolerance in ((torch.float32, 2e-5), (torch.float64, 1e-12)):
+            codes = torch.randn(2, 3, side, side, generator=generator, dtype=dtype)
+            expected = F.interpolate(codes, size=(16, 16), mode="bicubic")
+            torch.testing.assert_close(quantizer.upsample(codes), expected, rtol=0, atol=tolerance)
+    codes = torch.randn(2, 3, 5, 5, generator=generator, requires_grad=True)
+    weights = torch.randn(2, 3, 16, 16, generator=generator)
+    (gradient,) = torch.autograd.grad((quantizer.upsample(codes) * weights).sum(), codes)
+    (expected,) = torch.autograd.grad((F.interpolate(codes, size=(16, 16), mode="bicubic") * weights).sum(), codes)
+    torch.testing.assert_close(gradient, expected, rtol=1e-5, atol=1e-5)
