@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from argen import __version__
+from argen.allocator import keep_freed_memory
 from argen.commands import discover
 from argen.commands.config_file import apply_config
 from argen.errors import ArgenError, ArgenWarning
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: one-line errors and warnings, exit codes 1 (error) and 130 (Ctrl-C)."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    keep_freed_memory()  # large tensors reuse freed memory instead of page-faulting through fresh memory each step
     try:
         with one_line_warnings(verbose=debug or "--verbose" in argv):
             run(argv)

@@ -236,7 +236,9 @@ def render(found: list[Configuration], training: dict | None, arguments: argpars
         lines += [
             "",
             f"Training step, preset {arguments.train_preset}, batch {arguments.train_batch}; fp32 matmul peak "
-            f"{training['matmul_peak_gflops']:.0f} GFLOP/s measured in this run:",
+            f"{training['matmul_peak_gflops']:.0f} GFLOP/s measured in this run; glibc malloc "
+            + ("defaults" if arguments.default_malloc else "thresholds raised (argen.allocator)")
+            + ":",
             "",
             "| order | mode | images/s | GFLOP/s | of matmul peak | warm-up s |",
             "|---|---|---|---|---|---|",
@@ -274,6 +276,11 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-training", action="store_true")
     parser.add_argument("--json", help="also write the measurements here")
     parser.add_argument("--quick", action="store_true", help="smoke test: a few configurations at tiny sizes")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc thresholds as they are (the argen command raises them: argen.allocator)",
+    )
     arguments = parser.parse_args(argv)
     if arguments.quick:
         arguments.orders, arguments.modes, arguments.batch_sizes = ["raster", "scale"], ["eager"], [1, 4]
@@ -286,6 +293,10 @@ def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     arguments = parse_arguments(argv)
     torch.set_num_threads(arguments.threads)
+    if not arguments.default_malloc:
+        from argen.allocator import keep_freed_memory
+
+        keep_freed_memory()  # as the argen command does
     device = torch.device(arguments.device)
     with torch.no_grad():
         found = configurations(arguments, device)

@@ -4,6 +4,7 @@ one-step calls give the ids of the plain loop bit for bit; the top-k and inverse
 
 from __future__ import annotations
 
+import os
 import shutil
 
 import pytest
@@ -451,3 +452,43 @@ def test_first_call_kept_across_generations_is_the_same_call(name):
     first_call()
     first_call()
     assert len(model._starts) == kept
+
+
+def test_keep_freed_memory_stops_page_faults_in_a_repeated_step():
+    """With glibc's thresholds raised, a loop that allocates the same large tensors every step reuses freed memory
+    (few page faults after warm-up) instead of faulting through fresh pages at every step."""
+    import platform
+    import subprocess
+    import sys
+
+    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    script = (
+        "import resource, sys, torch\n"
+        "from argen.allocator import keep_freed_memory\n"
+        "if sys.argv[1] == '1': assert keep_freed_memory()\n"
+        "faults = []\n"
+        "for step in range(8):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    x = torch.randn(40000, 256)\n"  # 41 MB: above glibc's largest automatic threshold
+        "    y = torch.cat([x, x.relu()], 1)\n"
+        "    del x, y\n"
+        "    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n"
+        "print(sum(faults[4:]))\n"
+    )
+    environment = {key: value for key, value in os.environ.items() if not key.startswith("MALLOC_")}
+    counts = [
+        int(subprocess.run([sys.executable, "-c", script, flag], capture_output=True, text=True, check=True,
+                           env=environment).stdout)
+        for flag in ("0", "1")
+    ]  # fmt: skip
+    assert counts[0] > 4 * 20000  # each of the last 4 steps faults through ~40 000 fresh pages by default
+    assert counts[1] < counts[0] / 2
+
+
+def test_keep_freed_memory_leaves_a_users_own_setting(monkeypatch):
+    from argen import allocator
+
+    monkeypatch.setattr(allocator, "_set", False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    assert allocator.keep_freed_memory() is False
