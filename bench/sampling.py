@@ -27,6 +27,8 @@ on 1024² and 2048² matrices, best median) at the same thread count.
 from __future__ import annotations
 
 import argparse
+import ctypes
+import ctypes.util
 import json
 import statistics
 import sys
@@ -47,15 +49,40 @@ from argen.pipeline import Pipeline  # noqa: E402
 from argen.samplers import SAMPLERS  # noqa: E402
 
 
+class _MallocInfo(ctypes.Structure):
+    """glibc's ``struct mallinfo2``."""
+
+    _fields_ = [(name, ctypes.c_size_t) for name in (
+        "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost",
+    )]  # fmt: skip
+
+
+def _malloc_info():
+    """glibc's ``mallinfo2`` (2.33+), or None elsewhere."""
+    try:
+        function = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = _MallocInfo
+    return function
+
+
 class PeakMemory:
-    """Peak memory of the code inside ``with``, in MiB: CUDA's allocator peak, or on a CPU the resident set above
-    its level at entry, sampled every millisecond by a thread (/proc/self/statm; 0 where there is none)."""
+    """Peak memory of the code inside ``with``, in MiB: CUDA's allocator peak, or on a CPU the bytes malloc has handed
+    out and not taken back (glibc's ``mallinfo2``) above their level at entry, sampled every millisecond by a thread.
+    Not the resident set: with freed memory kept in the process (`argen.allocator`) that would not move. Where there
+    is no mallinfo2, the resident set (/proc/self/statm; 0 where there is none)."""
+
+    _mallinfo = _malloc_info()
 
     def __init__(self, device: torch.device) -> None:
         self.device, self.peak, self._running = device, 0.0, False
 
-    @staticmethod
-    def resident() -> float:
+    @classmethod
+    def resident(cls) -> float:
+        if cls._mallinfo is not None:
+            info = cls._mallinfo()
+            return (info.uordblks + info.hblkhd) / 2**20
         try:
             pages = int(Path("/proc/self/statm").read_text().split()[1])
         except (OSError, IndexError, ValueError):
