@@ -2,9 +2,11 @@
 
 Why: on AMD CPUs MKL takes its AVX2 code path even where the CPU has AVX-512, so ``F.linear`` reaches half of what
 the cores can do; oneDNN (which PyTorch also ships, as its ``mkldnn`` backend) picks AVX-512 kernels from the CPU's
-features. On the AMD EPYC (Zen 5) this was written on, one thread: a (98 × 112) @ (112 × 608) product takes 125 µs
-through MKL and 63 µs through oneDNN, a training-size (6272 × 112) one 8.6 ms against 3.4 ms (``python
-bench/kernels.py``). On Intel CPUs MKL already uses AVX-512 and the two are closer.
+features. On the AMD EPYC (Zen 5) this was written on, one thread, the 13 products of one forward of the shipped
+1m transformer take 966 µs through MKL and 577 µs through oneDNN at 98 rows, 65 ms against 27 ms at a training
+batch's 6272 rows, while at 2 rows MKL's lower fixed cost wins (67 against 180 µs; ``python bench/kernels.py``,
+``bench/results/kernels.md``). The fp32 peak of a large product is ~110 GFLOP/s through ``torch.mm`` and ~245
+through oneDNN here. On Intel CPUs MKL already uses AVX-512 and the two are closer.
 
 `Linear` is an ``nn.Linear`` (same parameters, same state dict) whose forward calls oneDNN's fp32 matmul
 (``torch.ops.mkldnn._linear_pointwise``, the op inductor emits for CPU linears) for fp32 CPU products large enough
@@ -107,7 +109,8 @@ class Linear(nn.Linear):
 
 # PyTorch sends a batch-1 convolution of under 20480 input values to its im2col path, which is slower than oneDNN's
 # on this CPU from 14 × 14 pixels and 16 output channels (measured inside the shipped decoder: 16 → 16 channels at
-# 28 × 28, 46 against 70 µs; 64 → 32 at 14 × 14, 71 against 94 µs; at 7 × 7 im2col wins, 31 against 58 µs).
+# 28 × 28, 46 against 70 µs; 64 → 32 at 14 × 14, 71 against 94 µs; at 7 × 7 im2col wins, 31 against 58 µs; the whole
+# decoder at batch 1: 0.81 → 0.73 ms, bench/kernels.py).
 MIN_CONVOLUTION_PIXELS, MIN_CONVOLUTION_OUTPUTS = 14 * 14, 16
 
 

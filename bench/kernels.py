@@ -7,7 +7,7 @@
   a few codes), fresh rows at every call; and the search alone on the same rows at every call, which shows why a
   benchmark must not reuse rows: the CPU's branch predictor learns topk's selection.
 - the shipped tokenizer's decoder at batch 1 and 64, conv weights in the default layout and channels-last (what
-  `Pipeline` does on a CPU).
+  `Pipeline` does on a CPU), with PyTorch's choice of convolution kernels and with argen's (`argen.onednn.Conv2d`).
 - the AdaLN modulation of one block's input, ``rms_norm(x) * scale + shift`` against one ``addcmul``.
 - the transformer's products through MKL (``F.linear``) and oneDNN (`argen.onednn`), which sets its threshold.
 
@@ -91,21 +91,36 @@ def top_k_draws(vocab: int = 1024, top_k: int = 100) -> list[str]:
 
 
 def decoder_layouts(model: str) -> list[str]:
+    from argen import onednn
     from argen.pipeline import Pipeline
 
     tokenizer = Pipeline.from_pretrained(model).tokenizer  # channels-last already (a CPU pipeline)
     default = copy.deepcopy(tokenizer).to(memory_format=torch.contiguous_format)
-    lines = ["| batch | default layout ms | channels-last ms |", "|---|---|---|"]
+    threshold = onednn.MIN_CONVOLUTION_PIXELS
+
+    def pytorch_choice(decoder, latent: torch.Tensor) -> None:  # every convolution as PyTorch picks it
+        onednn.MIN_CONVOLUTION_PIXELS = 10**12
+        try:
+            decoder.decode_latent(latent)
+        finally:
+            onednn.MIN_CONVOLUTION_PIXELS = threshold
+
+    lines = [
+        "| batch | default layout ms | channels-last ms | channels-last, argen's convolutions (argen.onednn) ms |",
+        "|---|---|---|---|",
+    ]
     for batch in (1, 64):
         latent = torch.randn(batch, tokenizer.config.latent_dim, *tokenizer.grid_shapes[-1])
         seconds = timed(
             {
-                "default": lambda latent=latent: default.decode_latent(latent),
-                "channels-last": lambda latent=latent: tokenizer.decode_latent(latent),
+                "default": lambda latent=latent: pytorch_choice(default, latent),
+                "pytorch": lambda latent=latent: pytorch_choice(tokenizer, latent),
+                "argen": lambda latent=latent: tokenizer.decode_latent(latent),
             },
             calls=100 if batch == 1 else 5,
         )
-        lines.append(f"| {batch} | {1e3 * seconds['default']:.3f} | {1e3 * seconds['channels-last']:.3f} |")
+        cells = " | ".join(f"{1e3 * seconds[name]:.3f}" for name in ("default", "pytorch", "argen"))
+        lines.append(f"| {batch} | {cells} |")
     return lines
 
 
