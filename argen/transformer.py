@@ -520,8 +520,8 @@ class Transformer(nn.Module):
         if cache is None or cache.length or self.training or torch.is_grad_enabled():
             return None
         batch, length = inputs.shape[:2]
-        if batch * length * self.config.vocab_size * self.config.num_heads_out > 1 << 20:
-            return None  # large batches: the call is a small share of the generation, not worth the memory
+        if batch * length * self.config.vocab_size * self.config.num_heads_out > 1 << 18:
+            return None  # large batches (over 1 MiB of kept outputs): the call is a small share of the generation
         device = inputs.device
         autocast_dtype = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
         return (
