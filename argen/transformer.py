@@ -20,7 +20,10 @@ a scale, a shift and a gate for both of its branches. What the transformer needs
   (B, L, H, V), where head k > 0 reads k extra transformer blocks stacked on the main ones, as NAR's vertical head
   reads one extra block (its ``medusa`` layer). How the heads' outputs become target logits is the order's business.
 
-The model holds no sampling state: a sampler creates a cache with `Transformer.new_cache` and passes it in.
+The model holds no sampling state: a sampler creates a cache with `Transformer.new_cache` and passes it in. What the
+model does keep across generations depends on the labels and the weights alone (the class context of
+`Transformer._context`, the first call of `Transformer._start_key`), checked against a stamp of the weights, so it
+never changes what is sampled.
 """
 
 from __future__ import annotations
