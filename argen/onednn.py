@@ -79,19 +79,23 @@ class _Product(torch.autograd.Function):
         return grad_inputs, grad_weight, grad_bias
 
 
+def _plain_cpu_fp32(inputs: Tensor, weight: Tensor) -> bool:
+    """fp32 CPU operands outside autocast and ``torch.compile`` (where PyTorch's own kernels are the ones to use)."""
+    return (
+        inputs.device.type == "cpu"
+        and inputs.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_autocast_enabled("cpu")
+        and not torch.compiler.is_compiling()
+    )
+
+
 def linear(inputs: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """``F.linear(inputs, weight, bias)``, through oneDNN where that is faster (see the module docstring)."""
     # The common small product is decided first: at batch 1 the other checks would cost ~1 µs per call.
     if inputs.numel() * weight.shape[0] < MIN_MULTIPLY_ADDS or not enabled:
         return F.linear(inputs, weight, bias)
-    if (
-        inputs.device.type == "cpu"
-        and inputs.dtype == torch.float32
-        and weight.dtype == torch.float32
-        and inputs.dim() >= 2
-        and not torch.is_autocast_enabled("cpu")
-        and not torch.compiler.is_compiling()
-    ):
+    if inputs.dim() >= 2 and _plain_cpu_fp32(inputs, weight):
         if torch.is_grad_enabled() and (
             inputs.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         ):
@@ -122,17 +126,13 @@ class Conv2d(nn.Conv2d):
     def forward(self, inputs: Tensor) -> Tensor:
         if (
             enabled
-            and inputs.device.type == "cpu"
-            and inputs.dtype == torch.float32
-            and self.weight.dtype == torch.float32
             and inputs.dim() == 4
             and self.padding_mode == "zeros"
             and not isinstance(self.padding, str)
             and self.out_channels >= MIN_CONVOLUTION_OUTPUTS
             and inputs.shape[-2] * inputs.shape[-1] >= MIN_CONVOLUTION_PIXELS
             and not (torch.is_grad_enabled() and (inputs.requires_grad or self.weight.requires_grad))
-            and not torch.is_autocast_enabled("cpu")
-            and not torch.compiler.is_compiling()
+            and _plain_cpu_fp32(inputs, self.weight)
         ):
             return torch.mkldnn_convolution(
                 inputs, self.weight, self.bias, self.padding, self.stride, self.dilation, self.groups

@@ -181,13 +181,13 @@ class KVCache:
 
 
 class RMSNorm(nn.Module):
+    """An RMSNorm's parameters (``weight``, None under AdaLN) and ``eps``; the computation is `block_step`'s and
+    `Transformer._body`'s."""
+
     def __init__(self, width: int, *, eps: float, affine: bool = True):
         super().__init__()
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(width)) if affine else None
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.rms_norm(x, (x.shape[-1],), self.weight, eps=self.eps)
 
 
 class Attention(nn.Module):
