@@ -65,15 +65,26 @@ def centred_frequencies(side: int) -> torch.Tensor:
 
 
 def paper_bands(side: int, scales: Sequence[int], *, geometry: str = "radial") -> torch.Tensor:
-    """Band index (side, side) of each centred frequency under FR-VAE's thresholds σ_i (``allocation="paper"``)."""
-    frequencies = centred_frequencies(side).double()
+    """Band index (side, side) of each centred frequency under FR-VAE's thresholds σ_i (``allocation="paper"``).
+
+    σ_i = (tokens up to band i / all tokens) · r_max. Frequencies often sit exactly on a threshold (on a 16×16
+    latent σ = 0.625 · √128 = √50, a radius that occurs), so the comparison is done in integers — r² · T² ≥ c_i² ·
+    r_max² (radial) or r · T ≥ c_i · r_max (square) — instead of floating point, whose rounding put such ties in
+    different bands on different machines.
+    """
+    frequencies = centred_frequencies(side)
     u, v = frequencies.view(-1, 1), frequencies.view(1, -1)
-    radius = torch.sqrt(u.square() + v.square()) if geometry == "radial" else torch.maximum(u.abs(), v.abs())
-    tokens = torch.tensor([scale * scale for scale in scales], dtype=torch.float64)
-    thresholds = torch.cumsum(tokens / tokens.sum(), 0) * radius.max()  # FR-VAE thresholds σ_i
+    cumulative = torch.cumsum(torch.tensor([scale * scale for scale in scales], dtype=torch.int64), 0)
+    total = int(cumulative[-1])
+    if geometry == "radial":
+        measure = u.square() + v.square()  # r², exact
+        left, right = measure * total * total, cumulative.square() * int(measure.max())
+    else:
+        measure = torch.maximum(u.abs(), v.abs())
+        left, right = measure * total, cumulative * int(measure.max())
     # Band index = how many thresholds lie at or below the radius; the last threshold (σ_max) is left out so
     # the corner frequencies fall in the last band instead of past it.
-    return torch.bucketize(radius, thresholds[:-1], right=True)
+    return (left.unsqueeze(-1) >= right[:-1]).sum(-1)
 
 
 def grid_capacity(scale: int) -> int:
