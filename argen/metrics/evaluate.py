@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 from argen.checkpoint import atomic_write_text
 from argen.data import float_to_images, image_grid, images_to_float, load_dataset, load_images_npz, save_images_npz
 from argen.errors import ArgenError
-from argen.metrics import codebook_statistics, feature_metrics, psnr, radial_power_spectrum, spectral_metrics
+from argen.metrics.features import feature_metrics
+from argen.metrics.spectral import radial_power_spectrum, spectral_metrics
+from argen.tokenizers.losses import codebook_statistics, psnr
 
 
 def torchmetrics_ssim():
@@ -239,7 +241,7 @@ def score_images(
 
 def load_evaluation_classifier(directory: str | Path, *, device: str | torch.device = "cpu"):
     """The classifier whose features define the metrics, and its test accuracy (None if not recorded)."""
-    from argen.classifier import load_classifier
+    from argen.metrics.classifier import load_classifier
 
     classifier, document = load_classifier(directory)
     return classifier.to(device).eval(), document.get("extra", {}).get("test_accuracy")
