@@ -39,11 +39,15 @@ def summary_lines(run: Run, *, budget_steps: int | None, steps_per_epoch: int) -
     examples = next(iter(task.tensors.values())).shape[0]
     parameters = sum(parameter.numel() for parameter in run.model.parameters())
     data = f"{examples} examples" + (f", {task.summary['data']}" if task.summary.get("data") else "")
-    model = f"{parameters / 1e6:.2f} M parameters" + (f", {task.summary['model']}" if task.summary.get("model") else "")
+    size = f"{parameters / 1e6:.2f} M" if parameters >= 100_000 else f"{parameters:,}"
+    model = f"{size} parameters" + (f", {task.summary['model']}" if task.summary.get("model") else "")
     horizon = f"cosine to {training.learning_rate * training.final_learning_rate_ratio:.3g}"
     horizon += f" at step {run.horizon}" if run.horizon is not None else " over the time budget"
+    warmup = f"warmup {training.warmup_steps} steps"
+    if budget_steps is not None and training.warmup_steps >= budget_steps:
+        warmup += " (the whole budget: the learning rate never reaches its peak)"
     schedule = (
-        f"learning rate {training.learning_rate:g}, warmup {training.warmup_steps} steps, {horizon}; "
+        f"learning rate {training.learning_rate:g}, {warmup}, {horizon}; "
         f"weight decay {training.weight_decay:g}, EMA {training.ema_decay:g}, gradient clip {training.grad_clip:g}"
     )
     rows = [("data", data), ("model", model)]
@@ -55,7 +59,7 @@ def summary_lines(run: Run, *, budget_steps: int | None, steps_per_epoch: int) -
         ("budget", _budget(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch)),
         ("output", f"{run.out}" + (f" (resuming at step {run.step})" if run.step else "")),
     ]
-    return [f"train {task.kind}"] + [f"  {name:<9}{value}" for name, value in rows]
+    return [f"train {task.kind}"] + [f"  {name:<10}{value}" for name, value in rows]
 
 
 def print_summary(run: Run, *, budget_steps: int | None, steps_per_epoch: int) -> None:
