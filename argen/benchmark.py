@@ -270,7 +270,7 @@ def prepare_classifier(config: BenchmarkConfig) -> Path:
                 f"{directory}): pass --classifier DIR or run without --evaluate-only to train one"
             )
         return directory
-    from argen.classifier import train_classifier
+    from argen.train import train_classifier
 
     say(f"classifier in {directory}")
     training = config.training(
@@ -364,7 +364,7 @@ class Measurements:
 
     def __init__(self, config: BenchmarkConfig, classifier_directory: Path) -> None:
         from argen.checkpoint import release_fingerprint
-        from argen.evaluate import load_evaluation_classifier
+        from argen.metrics.evaluate import load_evaluation_classifier
 
         self.config, self.classifier_directory = config, classifier_directory
         self.device = config.evaluation_device
@@ -380,7 +380,7 @@ class Measurements:
 
     def reference(self) -> dict:
         """Features of the real reference split, computed on first use."""
-        from argen.evaluate import reference_features
+        from argen.metrics.evaluate import reference_features
 
         if not self._reference:
             say(f"features of the real {REFERENCE_SPLIT} split")
@@ -397,7 +397,7 @@ class Measurements:
 
     def evaluate(self, **source) -> dict:
         """`argen eval` of ``source`` (model=... with its sampling settings, or real=...) against the reference."""
-        from argen.evaluate import evaluate_generator
+        from argen.metrics.evaluate import evaluate_generator
 
         config = self.config
         return evaluate_generator(
@@ -463,7 +463,7 @@ class Measurements:
     def tokenizer(self, model_directory: Path) -> dict:
         """Reconstruction quality of the model's tokenizer, measured once per tokenizer."""
         from argen.checkpoint import release_fingerprint
-        from argen.evaluate import evaluate_tokenizer
+        from argen.metrics.evaluate import evaluate_tokenizer
 
         config = self.config
         fingerprint = release_fingerprint(model_directory / "tokenizer")

@@ -77,7 +77,7 @@ def run_demo(
 
     from argen.commands.sample import sample_to_files
     from argen.data import image_grid
-    from argen.evaluate import classifier_outputs, load_evaluation_classifier
+    from argen.metrics.evaluate import classifier_outputs, load_evaluation_classifier
     from argen.pipeline import Pipeline
 
     started = time.perf_counter()

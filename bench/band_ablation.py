@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--classifier", default="checkpoints/fashion-mnist/classifier")
     parser.add_argument("--num", type=int, default=2000, help="generated images per variant")
     arguments = parser.parse_args(argv)
-    from argen.evaluate import evaluate_generator, evaluate_tokenizer, load_evaluation_classifier, reference_features
+    from argen.metrics.evaluate import (
+        evaluate_generator,
+        evaluate_tokenizer,
+        load_evaluation_classifier,
+        reference_features,
+    )
 
     runs, out = Path(arguments.runs), Path(arguments.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -92,7 +92,7 @@ class Evaluator:
     """`argen eval` in one process: the classifier and both references are loaded once for all models."""
 
     def __init__(self, arguments: argparse.Namespace):
-        from argen.evaluate import load_evaluation_classifier, reference_features
+        from argen.metrics.evaluate import load_evaluation_classifier, reference_features
 
         self.arguments = arguments
         self.cache = Path(arguments.out) / "cache"
@@ -104,7 +104,7 @@ class Evaluator:
         }
 
     def __call__(self, model: Path, *, num: int, reference: str = "train", **settings) -> dict:
-        from argen.evaluate import evaluate_generator
+        from argen.metrics.evaluate import evaluate_generator
 
         key = json.dumps({"model": fingerprint(model), "num": num, "reference": reference, **settings}, sort_keys=True)
         path = self.cache / f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"

@@ -43,8 +43,8 @@ from PIL import Image, ImageDraw
 from provenance import machine_record
 
 from argen.data import image_grid, load_dataset
-from argen.evaluate import classifier_outputs, load_evaluation_classifier, reference_features
-from argen.metrics import GivenFeatures, _torchmetrics_image
+from argen.metrics.evaluate import classifier_outputs, load_evaluation_classifier, reference_features
+from argen.metrics.features import GivenFeatures, _torchmetrics_image
 from argen.orders.scale import CoarseToFineOrder
 from argen.pipeline import Pipeline
 from argen.samplers.editing import can_requantize

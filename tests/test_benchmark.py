@@ -15,7 +15,7 @@ from conftest import write_idx_dataset
 from PIL import Image
 
 import argen.commands.sample
-import argen.evaluate
+import argen.metrics.evaluate
 import argen.train
 from argen.cli import run
 from argen.errors import ArgenError
@@ -58,7 +58,7 @@ def calls(monkeypatch):
         monkeypatch.setattr(module, name, wrapper)
 
     for name in ("evaluate_generator", "evaluate_tokenizer", "reference_features"):
-        counted(argen.evaluate, name)
+        counted(argen.metrics.evaluate, name)
     counted(argen.commands.sample, "sample_to_files")
     monkeypatch.setattr("argen.benchmark.shipped_checkpoint", lambda data, name="": None)
     return counts
@@ -124,7 +124,7 @@ def test_evaluate_only_measures_without_training_and_refuses_missing_models(benc
 
     for name in ("train_generator", "train_tokenizer"):
         monkeypatch.setattr(argen.train, name, no_training)
-    monkeypatch.setattr("argen.classifier.train_classifier", no_training)
+    monkeypatch.setattr("argen.train.train_classifier", no_training)
     run([*arguments, "--evaluate-only", "--orders", "scale,raster"])
     results = json.loads((out / "results.json").read_text())
     assert results["budget"] == {"evaluate_only": True} and list(results["orders"]) == ["scale", "raster"]

@@ -18,8 +18,8 @@ from argen.checkpoint import (
     save_release,
     save_train_state,
 )
-from argen.classifier import Classifier, ClassifierConfig, load_classifier
 from argen.errors import ArgenError
+from argen.metrics.classifier import Classifier, ClassifierConfig, load_classifier
 
 
 def make_release(directory, **config_values):

@@ -7,8 +7,8 @@ import sys
 import pytest
 from PIL import Image
 
-from argen.classifier import load_classifier
 from argen.cli import main
+from argen.metrics.classifier import load_classifier
 
 
 def run_main(argv, capsys):

@@ -9,9 +9,9 @@ from conftest import write_idx_dataset
 
 from argen import Pipeline
 from argen.checkpoint import export_release
-from argen.classifier import load_classifier
 from argen.cli import parse_arguments, run
 from argen.errors import ArgenError
+from argen.metrics.classifier import load_classifier
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 

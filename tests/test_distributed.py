@@ -7,7 +7,7 @@ import sys
 import torch
 from safetensors.torch import load_file
 
-from argen.classifier import Classifier, ClassifierConfig
+from argen.metrics.classifier import Classifier, ClassifierConfig
 
 
 def run_classifier(data_dir, out, *, processes):

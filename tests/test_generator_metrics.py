@@ -229,8 +229,8 @@ def test_inception_fid_refuses_before_sampling_when_it_cannot_run(evaluation_wor
 
 
 def test_reference_features_are_cached_by_classifier_and_images(evaluation_workspace, monkeypatch, tmp_path):
-    import argen.evaluate as evaluate_module
-    from argen.evaluate import load_evaluation_classifier, reference_features
+    import argen.metrics.evaluate as evaluate_module
+    from argen.metrics.evaluate import load_evaluation_classifier, reference_features
 
     root, _ = evaluation_workspace
     monkeypatch.setenv("ARGEN_DATA", str(tmp_path))

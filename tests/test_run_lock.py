@@ -26,7 +26,7 @@ TRAINER = textwrap.dedent(
     import sys, time
     import torch
     torch.set_num_threads(1)
-    from argen.classifier import train_classifier
+    from argen.train import train_classifier
     from argen.train import TrainingConfig
 
     data, out, steps, hold = sys.argv[1], sys.argv[2], int(sys.argv[3]), len(sys.argv) > 4

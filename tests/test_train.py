@@ -1,5 +1,6 @@
 """The shared training loop: exact resume, divergence stop, budgets, refusals, metrics."""
 
+import errno
 import json
 import signal
 
@@ -98,7 +99,7 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_nan_loss_stops_with_last_checkpoint_intact(tmp_path):
-    with pytest.raises(TrainingDiverged, match="loss became nan at step 9.*last checkpoint .* is intact"):
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 9.*the checkpoint of step 7 in .* is intact"):
         fit(make_task(poison_at=10), training(tmp_path))
     state = load_train_state(tmp_path / "train_state.pt")
     assert state["step"] == 7  # the periodic checkpoint before the NaN
@@ -152,3 +153,86 @@ def test_learning_rate_schedule():
     assert learning_rate_at(60, training=config, horizon=110) == pytest.approx(0.55)
     assert learning_rate_at(110, training=config, horizon=110) == pytest.approx(0.1)
     assert learning_rate_at(50, training=config, horizon=None) == 1.0
+
+
+def test_divergence_before_any_checkpoint_says_none_exists_and_the_way_on(tmp_path):
+    with pytest.raises(TrainingDiverged) as raised:
+        fit(make_task(poison_at=3), training(tmp_path))
+    message = str(raised.value)
+    assert "no checkpoint was written yet" in message and "intact" not in message
+    assert "--fresh" in message and "new --out" in message and "rerun to resume" not in message
+    assert "\n" not in message
+
+
+def test_settings_changed_names_only_the_differing_nested_keys(tmp_path):
+    from dataclasses import make_dataclass
+
+    fit(make_task(), training(tmp_path, steps=4))
+    task = make_task()
+    nested = make_dataclass("Nested", [("transformer", dict), ("order", str)])
+    task.config = nested(transformer={"width": 64, "depth": 2, "heads": 4}, order="raster")
+    saved = nested(transformer={"width": 32, "depth": 2, "heads": 4}, order="raster")
+    first = make_task()
+    first.config = saved
+    fit(first, training(tmp_path / "nested", steps=4))
+    with pytest.raises(ArgenError) as raised:
+        fit(task, training(tmp_path / "nested", steps=8, warmup_steps=5))
+    message = str(raised.value)
+    assert "transformer.width: 32 in the run, 64 now" in message
+    assert "warmup_steps: 3 in the run, 5 now" in message
+    assert "depth" not in message and "heads" not in message and "order" not in message
+
+
+def test_temporary_files_of_a_killed_write_are_removed_on_the_next_run(tmp_path, capsys):
+    fit(make_task(), training(tmp_path, steps=4))
+    stale = [tmp_path / ".train_state.pt.abc123.tmp", tmp_path / ".model.safetensors.x1.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a checkpoint")
+    keep = tmp_path / "notes.tmp"  # not one of atomic_write's hidden temporaries: left alone
+    keep.write_text("mine")
+    fit(make_task(), training(tmp_path, steps=8))
+    assert not any(path.exists() for path in stale) and keep.exists()
+    assert ".train_state.pt.abc123.tmp" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "number, words", [(errno.ENOSPC, "disk holding .* is full"), (errno.EACCES, "no permission to write")]
+)
+def test_checkpoint_write_errors_are_named_in_one_line(tmp_path, monkeypatch, number, words):
+    import argen.train.state
+
+    def failing_write(path, state):
+        raise OSError(number, "simulated")
+
+    monkeypatch.setattr(argen.train.state, "save_train_state", failing_write)
+    with pytest.raises(ArgenError, match=words) as raised:
+        fit(make_task(), training(tmp_path, steps=8))
+    assert "\n" not in str(raised.value)
+
+
+def test_every_run_starts_with_a_summary(tmp_path, capsys):
+    fit(make_task(), training(tmp_path, steps=12))
+    out = capsys.readouterr().out
+    block = out[out.index("train tiny") :].splitlines()[:8]
+    for name in ("data", "model", "batch", "schedule", "budget", "output"):
+        assert any(line.strip().startswith(name) for line in block), (name, block)
+    assert "96 examples" in out and "12 steps = 2.00 epochs" in out and "learning rate 0.01, warmup 3 steps" in out
+
+
+@pytest.mark.parametrize(
+    "overrides, words",
+    [
+        ({"learning_rate": -1.0}, "--learning-rate must be a finite number above 0"),
+        ({"learning_rate": float("nan")}, "--learning-rate"),
+        ({"batch_size": 0}, "--batch-size must be at least 1"),
+        ({"save_every": 0}, "--save-every must be at least 1"),
+        ({"seed": 2**70}, "--seed must be at least 0 and at most"),
+        ({"steps": 2.5}, "--steps takes a whole number"),
+        ({"warmup_steps": -10}, "--warmup-steps must be at least 0"),
+        ({"grad_clip": -1.0}, "--grad-clip"),
+        ({"ema_decay": 1.0}, "--ema-decay must be below 1"),
+    ],
+)
+def test_a_config_built_in_python_is_checked_like_the_flags(tmp_path, overrides, words):
+    with pytest.raises(ArgenError, match=words):
+        training(tmp_path, **overrides)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Callable
+from dataclasses import MISSING, fields
 
 from argen.errors import ArgenError, ArgenWarning
 
@@ -53,12 +55,24 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -
     )
     if shape:
         group.add_argument(
-            "--image-size", type=int, help="resize + centre-crop to this side (default: native, 32 for folders)"
+            "--image-size", type=image_side, help="resize + centre-crop to this side (default: native, 32 for folders)"
         )
         group.add_argument(
             "--channels", type=int, choices=(1, 3), help="1 grayscale or 3 RGB (default: native, 3 for folders)"
         )
     group.add_argument("--verbose", action="store_true", help="list every skipped file")
+
+
+# The largest --image-size: argen keeps a data set's pixels in memory, and 60 000 RGB images of 1024² already take
+# 180 GiB; beyond this a typo (100000) would be an out-of-memory kill instead of an answer.
+MAX_IMAGE_SIDE = 1024
+
+
+def image_side(text: str) -> int:
+    """--image-size: a whole number of pixels in [1, MAX_IMAGE_SIDE], else a one-line refusal."""
+    from argen.train.config import whole_number
+
+    return whole_number("image_size", text, minimum=1, maximum=MAX_IMAGE_SIDE)
 
 
 def order_choices() -> str:
@@ -77,28 +91,64 @@ def add_preset_argument(parser: argparse.ArgumentParser, *, default: str) -> Non
     parser.add_argument("--preset", default=default, choices=list(PRESETS), help=f"transformer size: {sizes}")
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, **defaults) -> None:
-    """The budget, optimizer and checkpoint flags every trainer shares (see `argen.train.TrainingConfig`)."""
+def _checked(name: str, check: Callable[[str, object], object]) -> Callable[[str], object]:
+    """An argparse ``type`` applying a `TrainingConfig` field's check: a bad value is a one-line `ArgenError`, for a
+    flag and for a ``--config`` TOML value alike (`argen.commands.config_file.checked_value` calls the same type)."""
+
+    def convert(text: str) -> object:
+        return check(name, text)
+
+    convert.__name__ = name  # argparse names the type in its own messages
+    return convert
+
+
+def with_default(help_text: str, default: object) -> str:
+    """``help_text`` followed by "(default: X)", so --help shows every default."""
+    if default is None or default is False or default == argparse.SUPPRESS or "default" in help_text:
+        return help_text
+    return f"{help_text} (default: {default})"
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append "(default: X)" to the help of every flag of ``parser`` that has a default and does not name it."""
+    # `_actions` is argparse's one private name read here (see `argen.commands.config_file.long_flags`).
+    for action in parser._actions:
+        if action.help not in (None, argparse.SUPPRESS) and action.nargs != 0:
+            action.help = with_default(action.help, action.default)
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, **defaults: object) -> None:
+    """The budget, optimizer and checkpoint flags every trainer shares, generated from `argen.train.TrainingConfig`.
+
+    One flag per field, with the field's help text and check; ``defaults`` are the trainer's own recipe where it
+    differs from the dataclass's (e.g. ``batch_size=32`` for tokenizers). The "speed" fields come from
+    `add_speed_arguments`.
+    """
+    from argen.train import TrainingConfig
+
+    unknown = set(defaults) - {setting.name for setting in fields(TrainingConfig)}
+    if unknown:
+        raise ValueError(f"not TrainingConfig fields: {sorted(unknown)}")
     group = parser.add_argument_group("training")
-    group.add_argument("--out", required=True, help="run directory; rerunning on it resumes (see --fresh)")
-    group.add_argument("--steps", type=int, help="stop after this many optimizer steps")
-    group.add_argument("--epochs", type=float, help="stop after this many passes over the data")
-    group.add_argument("--minutes", type=float, help="stop after this many minutes of training (summed over resumes)")
-    group.add_argument("--batch-size", type=int, default=defaults.get("batch_size", 128), help="global batch size")
-    group.add_argument("--learning-rate", type=float, default=defaults.get("learning_rate", 1e-3))
-    group.add_argument("--weight-decay", type=float, default=defaults.get("weight_decay", 0.0))
-    group.add_argument("--warmup-steps", type=int, default=defaults.get("warmup_steps", 100))
-    group.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 disables clipping)")
-    group.add_argument("--ema-decay", type=float, default=defaults.get("ema_decay", 0.999), help="0 disables EMA")
-    group.add_argument("--seed", type=int, default=0)
-    group.add_argument("--save-every", type=int, default=500, help="checkpoint every N steps")
-    group.add_argument(
-        "--keep-every", type=int, help="also keep a copy of the weights every N steps in OUT/snapshots/step-N"
-    )
-    group.add_argument("--log-every", type=int, default=20, help="append to metrics.jsonl every N steps")
-    group.add_argument("--device", choices=("cpu", "cuda"), help="default: cuda when available")
-    group.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint in --out and start over")
-    group.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for setting in fields(TrainingConfig):
+        metadata = setting.metadata
+        if metadata.get("group") == "speed":
+            continue
+        default = defaults.get(setting.name, setting.default)
+        required = default is MISSING
+        default = None if required else default
+        flag = metadata.get("flag", "--" + setting.name.replace("_", "-"))
+        if setting.type in ("bool", bool):
+            # A switch: --fresh sets True; --no-progress (the inverted flag) sets progress False.
+            action = "store_false" if flag.startswith("--no-") else "store_true"
+            group.add_argument(flag, dest=setting.name, action=action, default=default, help=metadata["help"])
+            continue
+        check = metadata.get("check")
+        group.add_argument(
+            flag, dest=setting.name, required=required, default=default, choices=metadata.get("choices"),
+            type=_checked(setting.name, check) if check is not None else None,
+            help=with_default(metadata["help"], default),
+        )  # fmt: skip
 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -121,28 +171,12 @@ def speed_arguments(arguments: argparse.Namespace) -> dict:
 
 
 def training_config(arguments: argparse.Namespace):
+    """The `TrainingConfig` of `add_training_arguments`' flags (and --compile/--precision where present)."""
     from argen.train import TrainingConfig
 
-    return TrainingConfig(
-        out=arguments.out,
-        steps=arguments.steps,
-        epochs=arguments.epochs,
-        minutes=arguments.minutes,
-        batch_size=arguments.batch_size,
-        learning_rate=arguments.learning_rate,
-        weight_decay=arguments.weight_decay,
-        warmup_steps=arguments.warmup_steps,
-        grad_clip=arguments.grad_clip,
-        ema_decay=arguments.ema_decay,
-        seed=arguments.seed,
-        save_every=arguments.save_every,
-        keep_every=arguments.keep_every,
-        log_every=arguments.log_every,
-        device=arguments.device,
-        fresh=arguments.fresh,
-        progress=not arguments.no_progress,
-        **({"compile": arguments.compile, "precision": arguments.precision} if hasattr(arguments, "compile") else {}),
-    )
+    values = {setting.name: getattr(arguments, setting.name) for setting in fields(TrainingConfig)
+              if hasattr(arguments, setting.name)}  # fmt: skip
+    return TrainingConfig(**values)
 
 
 def integer_list(text: str) -> list[int]:

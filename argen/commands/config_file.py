@@ -33,6 +33,8 @@ def read_config(path: str) -> dict:
         return tomllib.loads(Path(path).read_text())
     except OSError as error:
         raise ArgenError(f"cannot read --config {path}: {error.strerror}") from None
+    except UnicodeDecodeError:
+        raise ArgenError(f"--config {path} is not a text file (a TOML recipe is UTF-8 text)") from None
     except tomllib.TOMLDecodeError as error:
         raise ArgenError(f"--config {path} is not valid TOML: {error}") from None
 
@@ -54,13 +56,16 @@ def checked_value(action: argparse.Action, key: str, value: object, path: str) -
     if action.nargs == 0:  # a switch (store_true / store_false)
         if not isinstance(value, bool):
             raise ArgenError(f"{path}: {key} is a switch, give true or false")
-        return value
+        # An inverted switch (--no-progress stores progress=False): `no-progress = true` means progress False.
+        return (not value) if action.const is False else value
     if isinstance(value, (dict, list, bool)):
         raise ArgenError(f"{path}: {key} takes one value, got {value!r}")
     try:
         value = action.type(value) if action.type is not None else str(value)
     except (TypeError, ValueError, argparse.ArgumentTypeError):
         raise ArgenError(f"{path}: {key} = {value!r} is not a valid value") from None
+    except ArgenError as error:  # a setting's own check (argen.train.config): say which file it came from
+        raise ArgenError(f"{path}: {error}") from None
     if action.choices is not None and value not in action.choices:
         choices = ", ".join(map(str, action.choices))
         raise ArgenError(f"{path}: {key} must be one of {choices}, got {value!r}")

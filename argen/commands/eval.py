@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(arguments: argparse.Namespace) -> None:
     from argen.checkpoint import shipped_checkpoint
-    from argen.evaluate import evaluate_generator
+    from argen.metrics.evaluate import evaluate_generator
 
     classifier = arguments.classifier or shipped_checkpoint(arguments.data, "classifier")
     if classifier is None:

@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.evaluate import evaluate_tokenizer
+    from argen.metrics.evaluate import evaluate_tokenizer
 
     image_path = arguments.image or f"{arguments.tokenizer.rstrip('/')}/reconstructions-{arguments.split}.png"
     results = evaluate_tokenizer(

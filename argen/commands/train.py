@@ -10,6 +10,7 @@ from argen.commands.arguments import (
     add_speed_arguments,
     add_training_arguments,
     order_choices,
+    show_defaults,
     training_config,
 )
 from argen.errors import ArgenError
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--heads", type=int, help="attention heads, overriding the preset's")
     add_training_arguments(parser, batch_size=128, learning_rate=1e-3, weight_decay=0.05, warmup_steps=200)
     add_speed_arguments(parser)
+
+    show_defaults(parser)
 
 
 def run(arguments: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import add_data_arguments, add_training_arguments, training_config
+from argen.commands.arguments import add_data_arguments, add_training_arguments, show_defaults, training_config
 
 NAME = "train-classifier"
 HELP = "train the small classifier whose features drive FID/KID/IS and class accuracy"
@@ -20,9 +20,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flip", action="store_true", help="mirror images left-right as augmentation")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the last layer")
 
+    show_defaults(parser)
+
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.classifier import train_classifier
+    from argen.train import train_classifier
 
     train_classifier(
         arguments.data,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import add_data_arguments, add_training_arguments, integer_list, training_config
+from argen.commands.arguments import (
+    add_data_arguments,
+    add_training_arguments,
+    integer_list,
+    show_defaults,
+    training_config,
+)
 
 NAME = "train-tokenizer"
 HELP = "train an image tokenizer: a conv autoencoder with one of the registered quantizers"
@@ -55,6 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ssim-weight", type=float, default=defaults.ssim_weight, help="weight of the (1 - MS-SSIM) loss term"
     )
     add_training_arguments(parser, batch_size=32, learning_rate=2e-3, warmup_steps=200, ema_decay=0.0)
+
+    show_defaults(parser)
 
 
 def run(arguments: argparse.Namespace) -> None:

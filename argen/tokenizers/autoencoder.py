@@ -27,9 +27,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from argen.errors import ArgenError
-from argen.metrics import codebook_statistics, multiscale_ssim, psnr
 from argen.onednn import Conv2d
 from argen.registry import DEFAULT_RANK, Registry
+from argen.tokenizers.losses import codebook_statistics, multiscale_ssim, psnr
 
 if TYPE_CHECKING:
     from argen.tokenizers import TokenizerConfig

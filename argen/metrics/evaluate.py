@@ -20,7 +20,9 @@ from tqdm.auto import tqdm
 from argen.checkpoint import atomic_write_text
 from argen.data import float_to_images, image_grid, images_to_float, load_dataset, load_images_npz, save_images_npz
 from argen.errors import ArgenError
-from argen.metrics import codebook_statistics, feature_metrics, psnr, radial_power_spectrum, spectral_metrics
+from argen.metrics.features import feature_metrics
+from argen.metrics.spectral import radial_power_spectrum, spectral_metrics
+from argen.tokenizers.losses import codebook_statistics, psnr
 
 
 def torchmetrics_ssim():
@@ -239,10 +241,47 @@ def score_images(
 
 def load_evaluation_classifier(directory: str | Path, *, device: str | torch.device = "cpu"):
     """The classifier whose features define the metrics, and its test accuracy (None if not recorded)."""
-    from argen.classifier import load_classifier
+    from argen.metrics.classifier import load_classifier
 
     classifier, document = load_classifier(directory)
     return classifier.to(device).eval(), document.get("extra", {}).get("test_accuracy")
+
+
+def _open_model(
+    model: str | Path, classifier_model: torch.nn.Module, sampling: dict, *, device: str, compile: bool,
+    precision: str, progress: bool,
+):  # fmt: skip
+    """(the model directory's Pipeline, the sampling settings with the model's recommendations filling the gaps)."""
+    from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
+
+    pipeline = Pipeline.from_pretrained(model, device=device, compile=compile, precision=precision)
+    # The model's recommended settings fill what the caller left out, and the results record what was used.
+    given = {name: sampling.get(name) for name in SAMPLING_DEFAULTS}
+    sampling = {**sampling, **pipeline.sampling_settings(**given)}
+    if progress:
+        print("sampling: " + ", ".join(f"{name} {sampling[name]}" for name in SAMPLING_DEFAULTS))
+    config = pipeline.tokenizer.config
+    check_images_fit(classifier_model, (config.channels, config.image_size, config.image_size), what=str(model))
+    return pipeline, sampling
+
+
+def _sample(
+    pipeline, model: str | Path, sampling: dict, results: dict, *, num_images: int, batch_size: int, seed: int,
+    progress: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    """Generate ``num_images`` with ``pipeline``, record how in ``results``; returns (images, labels)."""
+    generated = generate_images(
+        pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
+    )
+    # JSON-ready: an option naming another model (a directory, or a Pipeline) is recorded as text
+    options = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
+               for key, value in sampling.items()}  # fmt: skip
+    results.update(
+        model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
+        sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],
+        forward_passes_per_image=generated["forward_passes_per_image"],
+    )  # fmt: skip
+    return generated["images"], generated["labels"]
 
 
 def evaluate_generator(
@@ -286,16 +325,9 @@ def evaluate_generator(
     results: dict = {"data": data, "classifier": str(classifier), "classifier_test_accuracy": classifier_accuracy}
     pipeline = None
     if model is not None:
-        from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
-
-        pipeline = Pipeline.from_pretrained(model, device=device, compile=compile, precision=precision)
-        # The model's recommended settings fill what the caller left out, and the results record what was used.
-        given = {name: sampling.get(name) for name in SAMPLING_DEFAULTS}
-        sampling = {**sampling, **pipeline.sampling_settings(**given)}
-        if progress:
-            print("sampling: " + ", ".join(f"{name} {sampling[name]}" for name in SAMPLING_DEFAULTS))
-        config = pipeline.tokenizer.config
-        check_images_fit(classifier_model, (config.channels, config.image_size, config.image_size), what=str(model))
+        pipeline, sampling = _open_model(
+            model, classifier_model, sampling, device=device, compile=compile, precision=precision, progress=progress
+        )
     elif samples is not None:
         images, labels = load_images_npz(samples)
         check_images_fit(classifier_model, tuple(images.shape[1:]), what=str(samples))
@@ -304,17 +336,9 @@ def evaluate_generator(
             classifier_model, data, split=reference_split, data_dir=data_dir, progress=progress
         )
     if pipeline is not None:
-        generated = generate_images(
-            pipeline, num_images=num_images, batch_size=batch_size, seed=seed, progress=progress, **sampling
-        )
-        images, labels = generated["images"], generated["labels"]
-        # JSON-ready: an option naming another model (a directory, or a Pipeline) is recorded as text
-        options = {key: value if isinstance(value, (str, int, float, bool)) or value is None else str(value)
-                   for key, value in sampling.items()}  # fmt: skip
-        results.update(
-            model=str(model), order=pipeline.order.name, seed=seed, batch_size=batch_size, sampling=options,
-            sampling_seconds=generated["seconds"], images_per_second=num_images / generated["seconds"],
-            forward_passes_per_image=generated["forward_passes_per_image"],
+        images, labels = _sample(
+            pipeline, model, sampling, results, num_images=num_images, batch_size=batch_size, seed=seed,
+            progress=progress,
         )  # fmt: skip
     elif samples is not None:
         results["samples"] = str(samples)
