@@ -17,22 +17,14 @@ import argen
 from argen import onednn
 from argen.checkpoint import release_fingerprint, save_release
 from argen.cli import main
-from argen.codec import (
-    ARITHMETIC,
-    MAGIC,
-    WEIGHT_TABLE,
-    Codec,
-    decode_names,
-    encode_names,
-    pack,
-    quantize_log_probs,
-    unpack,
-)
+from argen.codec import ARITHMETIC, MAGIC, Codec, pack, quantize_log_probs, unpack
+from argen.codec.container import decode_names, encode_names
+from argen.codec.probabilities import WEIGHT_TABLE, Streams, UndecodableStream
+from argen.codec.residual import RESIDUAL_KIND, ResidualConfig, ResidualModel, stage_map
 from argen.data import float_to_images, images_to_float
 from argen.errors import ArgenError
 from argen.orders import ORDERS, build_order
 from argen.pipeline import Pipeline
-from argen.residual import RESIDUAL_KIND, ResidualConfig, ResidualModel, stage_map
 from argen.tokenizers import TokenizerConfig, build_tokenizer
 from argen.transformer import Transformer, preset_config
 
@@ -297,7 +289,7 @@ def test_truncated_and_corrupted_files_are_one_line_errors(models):
     for position in (len(MAGIC) + 8, header_end + 2, len(data) - 3):  # header, first stream, residual stream
         damaged = bytearray(data)
         damaged[position] ^= 0x40
-        with pytest.raises(ArgenError, match="corrupted") as error:
+        with pytest.raises(ArgenError, match="damaged") as error:
             codec.decompress(bytes(damaged), progress=False)
         assert "\n" not in str(error.value)
     with pytest.raises(ArgenError, match="unexpected bytes"):
@@ -317,7 +309,8 @@ def test_a_block_checksum_catches_probabilities_that_differ(models):
     header, streams = unpack(data)
     header["checks"][0][0] ^= 1
     forged = pack({key: value for key, value in header.items() if key != "streams"}, streams)
-    with pytest.raises(ArgenError, match="fails its checksum.*where it was made"):
+    # Nothing recorded differs from this machine: the likelier cause is an altered file, and the message says so.
+    with pytest.raises(ArgenError, match="fails its checksum though this machine matches.*damaged or was altered"):
         codec.decompress(forged, progress=False)
     # Same argen, other product library (ARGEN_ONEDNN set differently, or a torch without oneDNN): says how to match.
     here = header["environment"]["products"]
@@ -337,7 +330,9 @@ def test_a_block_checksum_catches_probabilities_that_differ(models):
 
 def test_a_file_read_with_moved_probabilities_names_the_cause_not_damage(models, monkeypatch):
     """What a newer argen whose arithmetic moved meets: the streams' bytes are intact, the probabilities differ, so
-    decoding either fails in the entropy coder or fails a block checksum; both say why, neither says "damaged"."""
+    decoding either fails in the entropy coder or fails a block checksum; both name the recorded difference and
+    neither says "damaged". Where nothing recorded differs, the file is the likelier culprit and the message leads
+    with that (issue 26: forged header fields must not blame the machine)."""
     data, _ = Codec(models["raster"]).compress(make_images(8), lossless=True, progress=False)
     moved = Codec(models["raster"])
     with torch.no_grad():
@@ -346,22 +341,23 @@ def test_a_file_read_with_moved_probabilities_names_the_cause_not_damage(models,
     header, streams = unpack(data)
     del header["environment"]["arithmetic"]  # as written by arithmetic 1
     older = pack({key: value for key, value in header.items() if key != "streams"}, streams)
-    for file in (data, older):
-        with pytest.raises(ArgenError, match="computes other probabilities") as error:
-            moved.decompress(file, progress=False)
-        assert "damaged" not in str(error.value) and "\n" not in str(error.value)
+    with pytest.raises(ArgenError, match="computes other probabilities") as error:
+        moved.decompress(older, progress=False)
+    assert "damaged" not in str(error.value) and "\n" not in str(error.value)
     assert "argen arithmetic 1 there" in str(error.value)
+    with pytest.raises(ArgenError, match="this machine matches the one that made it.*damaged or was altered") as error:
+        moved.decompress(data, progress=False)
+    assert "\n" not in str(error.value)
     # Whichever way it fails: here the entropy coder itself gives up on an intact stream (as it does in practice on
     # a file of arithmetic 1 read by arithmetic 2).
-    from argen import codec as codec_module
 
     def refuse(self, stream, weights, symbols=None):
         if self.encoding:
             return original(self, stream, weights, symbols)
-        raise codec_module._UndecodableStream(f"the compressed stream {stream} ended early or is damaged (invalid)")
+        raise UndecodableStream(f"the compressed stream {stream} cannot be decoded (invalid)")
 
-    original = codec_module._Streams.code
-    monkeypatch.setattr(codec_module._Streams, "code", refuse)
+    original = Streams.code
+    monkeypatch.setattr(Streams, "code", refuse)
     with pytest.raises(ArgenError, match=r"block 0 cannot be decoded: .*argen arithmetic 1 there") as error:
         moved.decompress(older, progress=False)
     assert "damaged" not in str(error.value)
@@ -451,8 +447,16 @@ def test_cli_refuses_wrong_sizes_unless_resize_and_reads_npz(models, tmp_path, c
 
 def test_hostile_names_are_refused(models, tmp_path):
     codec = Codec(models["raster"])
-    data, _ = codec.compress(make_images(1), names=["../escape"], progress=False)
+    with pytest.raises(ArgenError, match="not a plain relative path"):
+        codec.compress(make_images(1), names=["../escape"], progress=False)
+    data, _ = codec.compress(make_images(1), names=["escape"], progress=False)
+    header, streams = unpack(data)
+    header["names"] = ["../escape"]
+    forged = pack({key: value for key, value in header.items() if key != "streams"}, streams)
+    with pytest.raises(ArgenError, match="damaged: its header the name '../escape' is not a plain relative path"):
+        codec.decompress(forged, progress=False)
     result = codec.decompress(data, progress=False)
+    result.names = ["../escape"]  # and the writer checks again, whatever hands it the names
     with pytest.raises(ArgenError, match="not a plain relative path"):
         argen.codec.write_pngs(result, tmp_path / "out")
 

@@ -37,8 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(arguments: argparse.Namespace) -> None:
     from dataclasses import replace
 
+    from argen.codec.residual import ResidualConfig
     from argen.commands.arguments import training_config
-    from argen.residual import ResidualConfig, train_residual
+    from argen.residual import train_residual
 
     if arguments.out is None:
         arguments.out = str(Path(arguments.model) / "residual-run")
