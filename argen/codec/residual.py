@@ -17,7 +17,7 @@ that for the cost of ``stages`` network calls per batch, where a raster context 
 ``stages = 1`` is the plain conditionally independent model.
 
 A residual model is a release directory (``config.json`` + ``model.safetensors``, kind ``residual``) trained for one
-tokenizer, whose fingerprint it records: ``argen train-residual --model DIR`` (`argen.residual.train_residual`)
+tokenizer, whose fingerprint it records: ``argen train-residual --model DIR`` (`argen.train.residual.train_residual`)
 writes ``DIR/residual`` by default.
 
 Legend: B batch, C image channels, H/W image size, K mixture components, P pixels of a stage.

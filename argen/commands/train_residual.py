@@ -39,7 +39,7 @@ def run(arguments: argparse.Namespace) -> None:
 
     from argen.codec.residual import ResidualConfig
     from argen.commands.arguments import training_config
-    from argen.residual import train_residual
+    from argen.train.residual import train_residual
 
     if arguments.out is None:
         arguments.out = str(Path(arguments.model) / "residual-run")

@@ -4,8 +4,8 @@
 - `task`: what a trainer hands the loop (`TrainingTask`) and gets back (`FitResult`);
 - `loop`: `fit`, the loop itself (budgets, schedule, DDP, interrupts); `state`: resume, checkpoints, EMA,
   divergence; `summary`: the start-of-run summary;
-- trainers: `tokenizer`, `generator`, `classifier` (the residual trainer still lives in `argen.residual` and
-  moves to `train/residual.py` once the residual model has its place in `argen/codec/`).
+- trainers: `tokenizer`, `generator`, `classifier`, `residual` (the lossless codec's residual model, whose model
+  lives in `argen.codec.residual`; imported on use, since it loads the codec).
 """
 
 from argen.train.classifier import train_classifier
