@@ -9,10 +9,10 @@ from PIL import Image
 
 from argen.cli import run
 from argen.data import float_to_images, images_to_float
+from argen.data.masks import as_masks, box_mask, fill_masked, known_cells
 from argen.errors import ArgenError
 from argen.orders import ORDERS, build_order
 from argen.pipeline import Pipeline
-from argen.data.masks import as_masks, box_mask, fill_masked, known_cells
 from argen.samplers.forced import can_requantize, generate_forced, requantizer, resample
 from argen.tokenizers import TokenizerConfig, build_tokenizer
 from argen.transformer import Transformer, TransformerConfig

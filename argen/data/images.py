@@ -116,7 +116,10 @@ def image_size(source: ImageSource, *, name: str | None = None) -> tuple[int, in
     name = name or (str(source) if isinstance(source, (str, os.PathLike)) else "the image")
     with open_image(source, name=name) as image:
         width, height = image.size
-        orientation = image.getexif().get(0x0112, 1)
+        # PNG's getexif() decodes every pixel to look for an eXIf chunk after the data: its orientation (rare in
+        # PNGs) is read only where the header holds it; JPEG, WebP and TIFF keep EXIF in the header.
+        header_exif = image.format != "PNG" or "exif" in image.info
+        orientation = image.getexif().get(0x0112, 1) if header_exif else 1
         return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
