@@ -50,7 +50,7 @@ from argen.errors import ArgenError
 MAX_PIXELS = 2**25
 
 # The raster formats users send; any other is refused unidentified (EPS would start Ghostscript, for one).
-FORMATS = ("PNG", "JPEG", "MPO", "WEBP", "BMP", "DIB", "GIF", "TIFF")
+FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF", "TIFF")  # JPEG includes MPO (phone photos)
 
 # Modes carrying an alpha channel (plain or premultiplied); convert("RGB") would just drop it.
 ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
@@ -182,7 +182,8 @@ def convert_mode(image: Image.Image, mode: str) -> Image.Image:
         # PIL converts neither mode: composite by hand, colour premultiplied by alpha plus white where transparent.
         array = np.asarray(image).astype(np.int32)
         composited = array[..., :-1] + (255 - array[..., -1:])
-        image = Image.fromarray(composited.clip(0, 255).astype(np.uint8).squeeze(-1))
+        composited = composited.clip(0, 255).astype(np.uint8)
+        image = Image.fromarray(composited[..., 0] if composited.shape[-1] == 1 else composited)
     elif image.mode in ALPHA_MODES or "transparency" in image.info:
         foreground = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", foreground.size, (255, 255, 255, 255)), foreground)

@@ -7,6 +7,7 @@ that is not a finite number in range) is refused while the server starts, naming
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 from dataclasses import dataclass, field
@@ -108,9 +109,8 @@ def check_metadata(model: ServedModel) -> None:
     pipeline, where = model.pipeline, f"model {model.name} ({model.directory})"
     classes = pipeline.classes
     if not isinstance(classes, (list, tuple)) or not all(isinstance(name, str) for name in classes):
-        raise ArgenError(
-            f"{where}: generator/{CONFIG_NAME} gives classes {str(classes)[:40]!r}, not a list of class names: fix it"
-        )
+        given = json.dumps(classes, default=str)[:40]
+        raise ArgenError(f"{where}: generator/{CONFIG_NAME} gives classes {given}, not a list of class names: fix it")
     settings = pipeline.sampling_settings()
     ranges = {
         "cfg_scale": (0.0, MAX_CFG_SCALE),

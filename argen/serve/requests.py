@@ -121,7 +121,8 @@ def choose_model(models: dict[str, ServedModel], fields: dict) -> ServedModel:
         return next(iter(models.values()))
     name = fields["model"]
     if not isinstance(name, str) or name not in models:
-        raise BadRequest(f"unknown model {shown(name, as_json=True)}: this server has {', '.join(models)} (GET /api/models)")
+        served = ", ".join(models)
+        raise BadRequest(f"unknown model {shown(name, as_json=True)}: this server has {served} (GET /api/models)")
     return models[name]
 
 
@@ -246,9 +247,11 @@ def decode_picture(data: bytes, name: str, *, channels: int, size: int | None) -
 
 
 def picture_size(data: bytes, name: str) -> tuple[int, int]:
-    """(W, H) from the header, 415 when there is no image header."""
+    """(W, H) from the header; 415 when there is no image header, 413 when PIL already finds it a bomb."""
     try:
         return image_size(data, name=name)
+    except ImageTooLarge as error:
+        raise BadRequest(str(error), 413) from None
     except ArgenError as error:
         raise BadRequest(str(error), 415) from None
 
