@@ -228,24 +228,9 @@ def edit_images(
     layout = order.layout(tokenizer.grid_shapes)
     device = next(model.parameters()).device
     images, masks = images.to(device), masks.to(device)
-
-    pixels = images_to_float(images)
-    outside = known_cells(masks, layout.grid_shapes)
-    any_outside = any(bool(grid.any()) for grid in outside)
-    # What the encoder sees for the cells outside the mask: nothing of what lies under it, with the smooth fill.
-    seen = fill_masked(pixels, masks) if fill == "smooth" and any_outside else pixels
-    whole = tokenizer.encode(pixels) if keep_steps > 0 else None
-    if any_outside:
-        hidden = whole if whole is not None and seen is pixels else tokenizer.encode(seen)
-    else:
-        hidden = [torch.zeros_like(grid, dtype=torch.long) for grid in outside]  # never read
-    kept = torch.zeros(sum(h * w for h, w in layout.grid_shapes), dtype=torch.bool, device=device)
-    for step in range(keep_steps):
-        kept[step_cells(order, tokenizer, step).to(device)] = True
-    forced = flatten(outside) | kept  # (B, N)
-    forced_ids = torch.where(kept, flatten(whole), flatten(hidden)) if whole is not None else flatten(hidden)
+    forced, forced_ids, seen = known_tokens_of(order, tokenizer, images, masks, keep_steps=keep_steps, fill=fill)
     refresh = None
-    if known_tokens == "requantized" and any_outside:
+    if known_tokens == "requantized" and seen is not None:
         refresh = requantizer(tokenizer, tokenizer.encoder(seen).repeat_interleave(num, dim=0), first_step=keep_steps)
 
     def repeat(tensor: Tensor | None) -> Tensor | None:
@@ -276,3 +261,27 @@ def edit_images(
         forward_passes=result.forward_passes,
         intermediate_pixels=steps if return_intermediates else None,
     )
+
+
+def known_tokens_of(
+    order: Order, tokenizer: Tokenizer, images: Tensor, masks: Tensor, *, keep_steps: int, fill: str
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Which tokens to force and their encoded values, both (B, N), and the float images (B, C, H, W) the encoder saw
+    for the cells outside the mask (None when no cell lies fully outside it)."""
+    layout = order.layout(tokenizer.grid_shapes)
+    pixels = images_to_float(images)
+    outside = known_cells(masks, layout.grid_shapes)
+    any_outside = any(bool(grid.any()) for grid in outside)
+    # What the encoder sees for the cells outside the mask: nothing of what lies under it, with the smooth fill.
+    seen = fill_masked(pixels, masks) if fill == "smooth" and any_outside else pixels
+    whole = tokenizer.encode(pixels) if keep_steps > 0 else None
+    if any_outside:
+        hidden = whole if whole is not None and seen is pixels else tokenizer.encode(seen)
+    else:
+        hidden = [torch.zeros_like(grid, dtype=torch.long) for grid in outside]  # never read
+    kept = torch.zeros(sum(h * w for h, w in layout.grid_shapes), dtype=torch.bool, device=images.device)
+    for step in range(keep_steps):
+        kept[step_cells(order, tokenizer, step).to(images.device)] = True
+    forced = flatten(outside) | kept  # (B, N)
+    forced_ids = torch.where(kept, flatten(whole), flatten(hidden)) if whole is not None else flatten(hidden)
+    return forced, forced_ids, seen if any_outside else None
