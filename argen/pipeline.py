@@ -361,7 +361,7 @@ class Pipeline:
         num: int = 1,
         **options,
     ) -> PipelineOutput:
-        """Inpaint, outpaint or class-edit ``images`` (PIL images, or uint8 (B, C, H, W)); see `argen.samplers.editing`.
+        """Inpaint, outpaint or class-edit ``images`` (PIL images, or uint8 (B, C, H, W)); see `argen.editing`.
 
         ``masks``: PIL "L" images or bool (B, H, W), white / True = regenerate (None: everything). ``labels``: one
         class (index or name) for all images, one per image, or None (the null class). ``keep_steps`` K keeps the
@@ -371,30 +371,12 @@ class Pipeline:
         (sequential Monte Carlo), ``cfg_schedule``. A sampling setting left at None (the default for each) takes the
         model's recommended value (`sampling_settings`), as in `__call__`.
         """
-        from argen.samplers.editing import as_images, as_masks, edit_images
+        from argen.editing import edit
 
-        pixels = as_images(images, channels=self.tokenizer.config.channels)
-        masks = as_masks(masks, batch=pixels.shape[0], height=pixels.shape[-2], width=pixels.shape[-1])
-        if labels is not None and not isinstance(labels, torch.Tensor):
-            listed = labels if isinstance(labels, (list, tuple)) else [labels]
-            labels = torch.tensor([self.class_index(label) for label in listed], dtype=torch.long)
-        settings = self.sampling_settings(
-            cfg_scale=cfg_scale, cfg_schedule=options.pop("cfg_schedule", None), temperature=temperature,
-            top_k=top_k, top_p=top_p,
-        )  # fmt: skip
-        generator = torch.Generator(device=self.device)
-        generator.manual_seed(seed if seed is not None else torch.seed())
-        with autocast(self.precision, self.device):
-            result = edit_images(
-                self.model, self.order, self.tokenizer, pixels, masks, labels, keep_steps=keep_steps,
-                paste_back=paste_back, num=num, **settings, generator=generator,
-                return_intermediates=return_intermediates, **options,
-            )  # fmt: skip
-        steps = result.intermediate_pixels
-        return PipelineOutput(
-            images=to_pil(result.pixels), ids=result.ids, labels=result.labels, forward_passes=result.forward_passes,
-            pixels=result.pixels, intermediates=[to_pil(step) for step in steps] if steps is not None else None,
-            intermediate_pixels=steps,
+        return edit(
+            self, images, masks, labels, keep_steps=keep_steps, paste_back=paste_back, cfg_scale=cfg_scale,
+            top_k=top_k, top_p=top_p, temperature=temperature, seed=seed, return_intermediates=return_intermediates,
+            num=num, **options,
         )  # fmt: skip
 
     def generate_batched(

@@ -1,4 +1,4 @@
-"""Inpainting with every order: which one fills a hole best? (`argen.samplers.editing`, VAR's zero-shot editing.)
+"""Inpainting with every order: which one fills a hole best? (`argen.editing`, VAR's zero-shot editing.)
 
     OMP_NUM_THREADS=1 python bench/editing.py --models checkpoints/fashion-mnist --limit 1000
 
@@ -47,7 +47,7 @@ from argen.metrics.evaluate import classifier_outputs, load_evaluation_classifie
 from argen.metrics.features import GivenFeatures, _torchmetrics_image
 from argen.orders.scale import CoarseToFineOrder
 from argen.pipeline import Pipeline
-from argen.samplers.editing import can_requantize
+from argen.samplers.forced import can_requantize
 
 ROOT = Path(__file__).resolve().parent.parent
 MASKS = ("right", "centre", "box")

@@ -55,7 +55,9 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 from test_serve import EditRecorder  # noqa: E402
 
 from argen.pipeline import Pipeline  # noqa: E402
-from argen.serve.app import background_server, create_app, default_model_directories, load_models  # noqa: E402
+from argen.serve.app import create_app  # noqa: E402
+from argen.serve.models import default_model_directories, load_models  # noqa: E402
+from argen.serve.server import background_server  # noqa: E402
 
 WAIT = 60  # seconds: every wait is bounded
 CANVAS_IS_NOT_BLACK = (

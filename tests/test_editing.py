@@ -9,19 +9,11 @@ from PIL import Image
 
 from argen.cli import run
 from argen.data import float_to_images, images_to_float
+from argen.data.masks import as_masks, box_mask, fill_masked, known_cells
 from argen.errors import ArgenError
 from argen.orders import ORDERS, build_order
 from argen.pipeline import Pipeline
-from argen.samplers.editing import (
-    as_masks,
-    box_mask,
-    can_requantize,
-    fill_masked,
-    generate_edit,
-    known_cells,
-    requantizer,
-    resample,
-)
+from argen.samplers.forced import can_requantize, generate_forced, requantizer, resample
 from argen.tokenizers import TokenizerConfig, build_tokenizer
 from argen.transformer import Transformer, TransformerConfig
 
@@ -266,14 +258,14 @@ def test_resampling_follows_the_weights_and_moves_the_cache_rows():
     assert weights.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
 
 
-def test_generate_edit_forces_known_tokens_at_their_step(pipelines):
+def test_generate_forced_forces_known_tokens_at_their_step(pipelines):
     pipeline = pipelines["raster"]
     tokenizer, order = pipeline.tokenizer, pipeline.order
     image_ids = [torch.full((2, 4, 4), 7)]
     known = [torch.zeros(2, 4, 4, dtype=torch.bool)]
     known[0][:, :, 0] = True  # the first column of every row: after the previous row's unknown cells
     steps = []
-    output = generate_edit(
+    output = generate_forced(
         pipeline.model, order, tokenizer, image_ids=image_ids, known=known, labels=torch.tensor([0, 1]),
         generator=torch.Generator().manual_seed(0), particles=2,
         callback=lambda step, ids: steps.append([grid.clone() for grid in ids]),
@@ -316,7 +308,7 @@ def test_argen_edit_writes_the_edit(model_directory, tmp_path, capsys):
         run([*common, "--mask", str(tmp_path / "small.png"), "--out", str(tmp_path / "d.png")])
     with pytest.raises(ArgenError, match="--mask MASK.png, --box"):
         run([*common, "--out", str(tmp_path / "d.png")])
-    with pytest.raises(ArgenError, match="not a readable image"):
+    with pytest.raises(ArgenError, match="cannot be read as an image"):
         (tmp_path / "junk.png").write_bytes(b"not a png")
         run([*common, "--mask", str(tmp_path / "junk.png")])
     assert not (tmp_path / "d.png").exists()

@@ -31,13 +31,9 @@ pytest.importorskip("uvicorn", reason="argen serve needs the serve extra: pip in
 from argen.cli import run  # noqa: E402
 from argen.errors import ArgenError  # noqa: E402
 from argen.pipeline import Pipeline, PipelineOutput, to_pil  # noqa: E402
-from argen.serve.app import (  # noqa: E402
-    background_server,
-    create_app,
-    default_model_directories,
-    load_models,
-    pil_to_tensor,
-)
+from argen.serve.app import create_app, pil_to_tensor  # noqa: E402
+from argen.serve.models import default_model_directories, load_models  # noqa: E402
+from argen.serve.server import background_server  # noqa: E402
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 STEPS = {"raster": 49, "scale": 6, "frequency": 6, "neighbor": 13}  # the shipped 7×7 latents
@@ -286,7 +282,8 @@ def test_upload_fits_any_picture_to_the_models_size(server):
     assert status == 200
     image = decode(json.loads(body)["image"])
     assert image.size == (28, 28) and image.mode == "L"
-    assert image.getpixel((14, 14)) > 200 and image.getpixel((1, 1)) == 0  # centre-cropped; transparent → black
+    # Centre-cropped; transparent → white, the one image reader's background (argen.data.images).
+    assert image.getpixel((14, 14)) > 200 and image.getpixel((1, 1)) == 255
 
 
 @pytest.mark.parametrize("order", ["raster", "frequency"])

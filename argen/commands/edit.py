@@ -1,4 +1,4 @@
-"""``argen edit``: inpaint, outpaint or class-edit one image with a model directory (see `argen.samplers.editing`)."""
+"""``argen edit``: inpaint, outpaint or class-edit one image with a model directory (see `argen.editing`)."""
 
 from __future__ import annotations
 
@@ -55,26 +55,14 @@ def parse_box(text: str) -> list[int]:
     return values
 
 
-def open_image(path: str, what: str):
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except FileNotFoundError:
-        raise ArgenError(f"{what} {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, ValueError) as error:
-        raise ArgenError(f"{what} {path} is not a readable image ({type(error).__name__})") from None
-
-
 def run(arguments: argparse.Namespace) -> None:
     import torch
 
     from argen.checkpoint import atomic_write
     from argen.data import image_grid
+    from argen.data.images import read_image
+    from argen.data.masks import as_masks, box_mask
     from argen.pipeline import Pipeline
-    from argen.samplers.editing import as_images, as_masks, box_mask
 
     if arguments.mask is None and arguments.box is None and arguments.keep_steps is None:
         raise ArgenError("say what to regenerate: --mask MASK.png, --box x0,y0,x1,y1 or --keep-steps K")
@@ -83,10 +71,13 @@ def run(arguments: argparse.Namespace) -> None:
     if arguments.num < 1 or arguments.particles < 1:
         raise ArgenError("--num and --particles must be at least 1")
     pipeline = Pipeline.from_pretrained(arguments.model, device=arguments.device)
-    image = as_images(open_image(arguments.image, "--image"), channels=pipeline.tokenizer.config.channels)
+    # The one image reader (argen.data.images): the same file gives the same pixels here and in `argen serve`.
+    pixels = read_image(arguments.image, channels=pipeline.tokenizer.config.channels, name=f"--image {arguments.image}")
+    image = torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None]  # (1, C, H, W)
     height, width = image.shape[-2:]
     if arguments.mask is not None:
-        mask = as_masks(open_image(arguments.mask, "--mask"), batch=1, height=height, width=width)[0]
+        grey = read_image(arguments.mask, channels=1, name=f"--mask {arguments.mask}")[..., 0]  # (H, W)
+        mask = as_masks(torch.from_numpy(grey >= 128), batch=1, height=height, width=width)[0]
     elif arguments.box is not None:
         mask = box_mask(height, width, parse_box(arguments.box))
     else:

@@ -15,10 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 from tqdm import tqdm
 
 from argen.data.dataset import SPLITS, ImageDataset, one_line
+
+# ALPHA_MODES: argen.codec imports it from here until it reads images through argen.data.images.
+from argen.data.images import ALPHA_MODES, read_image  # noqa: F401
 from argen.errors import ArgenError, ArgenWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
@@ -35,11 +37,6 @@ FOLDER_TEST_FRACTION = 0.1
 
 # Part of the hash that ranks files for the seeded split; changing it reshuffles every user's split.
 FOLDER_SPLIT_SEED = "argen-folder-split-1"
-
-
-# Modes whose alpha must be composited before conversion: PIL's convert("RGB") just drops alpha, which turns
-# transparent pixels into whatever colour they happen to store (often black).
-ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 
 
 def load_folder(
@@ -82,7 +79,8 @@ def load_folder(
     if skipped:
         hint = "" if verbose else "; pass --verbose to list them"
         warnings.warn(
-            f"{spec} [{split}]: skipped {len(skipped)} unreadable image file(s) (corrupt, truncated or empty){hint}",
+            f"{spec} [{split}]: skipped {len(skipped)} unreadable image file(s) (corrupt, truncated, empty, too large "
+            f"or not a regular file){hint}",
             ArgenWarning,
             stacklevel=3,
         )
@@ -154,8 +152,8 @@ def decode_images(
         path = root / relative
         try:
             pixels = decode_image(path, image_size=image_size, channels=channels)
-        # Broad on purpose: corrupt data makes PIL's decoders raise OSError, ValueError, SyntaxError, struct.error,
-        # IndexError and more, and any of them means this one file is unusable, not that the run should stop.
+        # Broad on purpose: the reader turns what it knows into ArgenError, but a decoder may still raise
+        # struct.error and the like, and any of them means this one file is unusable, not that the run should stop.
         except Exception as error:
             skipped.append((str(path), one_line(error)))
             continue
@@ -166,35 +164,6 @@ def decode_images(
 
 
 def decode_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
-    """One image file → uint8 (S, S) for 1 channel or (C, S, S) for 3: fully decoded, converted, resized, cropped."""
-    mode = "RGB" if channels == 3 else "L"
-    with Image.open(path) as image:
-        # JPEG only: decode at the smallest DCT scale that stays ≥ image_size on both sides, much faster for photos.
-        image.draft(mode, (image_size, image_size))
-        # load() decodes every byte now, so a truncated file fails here instead of turning into a grey half image.
-        image.load()
-        image = ImageOps.exif_transpose(image)
-        image = convert_mode(image, mode)
-        width, height = image.size
-        side = min(width, height)
-        box = ((width - side) / 2, (height - side) / 2, (width + side) / 2, (height + side) / 2)
-        if (width, height) != (image_size, image_size):
-            # Resizing only the centred square is the same as resizing the shorter side then centre-cropping,
-            # without resampling pixels that would be cropped away. reducing_gap trades an invisible amount of
-            # quality for speed on large photos (see PIL's Image.resize).
-            image = image.resize((image_size, image_size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-        pixels = np.asarray(image)
-    return pixels.transpose(2, 0, 1) if channels == 3 else pixels
-
-
-def convert_mode(image: Image.Image, mode: str) -> Image.Image:
-    """``image`` in ``mode`` ("L" or "RGB"), with transparency composited onto white and 16-bit depth scaled."""
-    if image.mode in ("I", "I;16", "I;16L", "I;16B", "I;16N"):
-        # 16-bit grayscale PNGs: PIL's convert("L") clips values above 255 instead of scaling them.
-        scaled = (np.asarray(image, dtype=np.float32) / 257).round().clip(0, 255).astype(np.uint8)
-        image = Image.fromarray(scaled)
-    if image.mode in ALPHA_MODES or "transparency" in image.info:
-        # White, as image viewers and browsers show transparency; dropping alpha would expose arbitrary colours.
-        foreground = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", foreground.size, (255, 255, 255, 255)), foreground)
-    return image if image.mode == mode else image.convert(mode)
+    """One image file → uint8 (S, S) for 1 channel or (C, S, S) for 3, read by `argen.data.images.read_image`."""
+    pixels = read_image(path, channels=channels, size=image_size)  # (S, S, C)
+    return pixels.transpose(2, 0, 1) if channels == 3 else pixels[..., 0]
