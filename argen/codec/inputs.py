@@ -1,8 +1,9 @@
 """The images `argen compress` reads: image files, folders of them and npz files → uint8 (N, C, H, W) and names.
 
 Pixels are taken exactly as stored (no EXIF rotation, no colour management), so lossless means the file's own
-pixel values. Reading one file is `read_image_file`, the one place that opens images (the switch to a shared
-image reader is there).
+pixel values. Files are opened through the one image reader (`argen.data.images.open_image`: regular files only,
+raster formats only, the pixel limit checked from the header before decoding); an image the model cannot take as
+stored is converted by `argen.data.images.read_image`, the rule every other command reads pictures with.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from torch import Tensor
 from argen.codec.container import unique_names
 from argen.data import load_images_npz
 from argen.data.dataset import one_line
-from argen.data.folder import ALPHA_MODES, decode_image, list_image_files
+from argen.data.folder import list_image_files
+from argen.data.images import ALPHA_MODES, MAX_PIXELS, check_pixels, open_image, read_image
 from argen.data.pixels import resize_tensor_images
 from argen.errors import ArgenError
 
@@ -74,13 +76,12 @@ def read_inputs(
 def read_image_file(path: Path, *, shape: tuple[int, int, int], resize: bool) -> tuple[Tensor, bool]:
     """One image file → (uint8 (C, H, W), whether it was converted); see `read_inputs`."""
     channels, size, _ = shape
-    if not path.is_file():  # a FIFO or device named *.png would block Image.open forever
-        raise ArgenError(f"{path} is not a regular file: give image files, folders of images or npz files")
     try:
-        with Image.open(path) as image:
+        with open_image(path, name=str(path)) as image:
+            check_pixels(image, name=str(path), max_pixels=MAX_PIXELS)
             image.load()
             pixels, problem = _exact_pixels(image, shape)
-    except (OSError, ValueError, SyntaxError) as error:
+    except (OSError, ValueError, SyntaxError, EOFError) as error:
         raise ArgenError(f"cannot read {path} as an image ({one_line(error)}): fix or remove it") from None
     if pixels is not None:
         return pixels, False
@@ -90,8 +91,8 @@ def read_image_file(path: Path, *, shape: tuple[int, int, int], resize: bool) ->
             f"{path} {problem}, and the model takes {size}×{size} {kind} images: pass --resize to convert it "
             "(the decompressed image is then the converted one)"
         )
-    pixels = decode_image(path, image_size=size, channels=channels)
-    return torch.from_numpy(np.array(pixels if channels == 3 else pixels[None])), True
+    pixels = read_image(path, channels=channels, size=size)  # (H, W, C)
+    return torch.from_numpy(pixels.transpose(2, 0, 1).copy()), True
 
 
 def _exact_pixels(image: Image.Image, shape: tuple[int, int, int]) -> tuple[Tensor | None, str | None]:

@@ -18,9 +18,7 @@ import torch
 from tqdm import tqdm
 
 from argen.data.dataset import SPLITS, ImageDataset, one_line
-
-# ALPHA_MODES: argen.codec imports it from here until it reads images through argen.data.images.
-from argen.data.images import ALPHA_MODES, read_image  # noqa: F401
+from argen.data.images import read_image
 from argen.errors import ArgenError, ArgenWarning
 
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
