@@ -143,7 +143,7 @@ def test_corrupt_members_are_skipped_like_broken_files(tmp_path):
     archive = make_archive(folder, tmp_path / "photos.tgz")
     dataset, messages = load_quietly(f"folder:{archive}", cache=False)
     assert len(dataset) == 12 and sorted(dataset.labels.tolist()) == [0] * 4 + [1] * 4 + [2] * 4
-    assert dataset.skipped == ["photos/train/pear/noise.png", "photos/train/plum/empty.jpg"]
+    assert dataset.skipped == [f"{archive}:photos/train/pear/noise.png", f"{archive}:photos/train/plum/empty.jpg"]
     assert any("skipped 2 unreadable image file(s)" in message for message in messages)
 
 

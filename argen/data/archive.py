@@ -44,8 +44,7 @@ def load_archive(
             root, explicit_splits = archive_root(images)
             roots = [root / name for name in SPLITS] if explicit_splits else [root]
             split_root = root / split if explicit_splits else root
-            listings = [sorted((name.relative_to(each) for name in images if name.is_relative_to(each)), key=str)
-                        for each in roots]  # fmt: skip
+            listings = [files_under(images, each) for each in roots]
             where = f"{path}:{split_root.as_posix()}"
             files, labels, classes = select_split(
                 spec, split=split, where=where, listings=listings, explicit_splits=explicit_splits
@@ -68,7 +67,8 @@ def load_archive(
     dataset = split_dataset(
         spec, split=split, where=where, files=files, labels=labels, classes=classes, decoded=decoded, verbose=verbose
     )
-    dataset.skipped = [f"{path}:{name}" for name, _ in unsafe] + dataset.skipped
+    # As ARCHIVE:MEMBER, the way a folder's skipped files are named by their full path.
+    dataset.skipped = [f"{path}:{name}" for name in [name for name, _ in unsafe] + dataset.skipped]
     return dataset
 
 
@@ -101,6 +101,11 @@ def archive_root(images: dict[PurePosixPath, tarfile.TarInfo]) -> tuple[PurePosi
     if len(tops) == 1 and all(len(name.parts) > 1 for name in images) and not has_splits(images, root):
         root = PurePosixPath(tops.pop())
     return root, has_splits(images, root)
+
+
+def files_under(images: dict[PurePosixPath, tarfile.TarInfo], root: PurePosixPath) -> list[PurePosixPath]:
+    """The image paths under ``root``, relative to it, sorted as `list_image_files` sorts a folder's."""
+    return sorted((name.relative_to(root) for name in images if name.is_relative_to(root)), key=PurePosixPath.as_posix)
 
 
 def has_splits(images: dict[PurePosixPath, tarfile.TarInfo], root: PurePosixPath) -> bool:
