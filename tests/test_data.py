@@ -249,7 +249,8 @@ def test_offline_without_files_names_the_three_ways(monkeypatch):
 
 
 def test_bad_spec_split_and_sizes():
-    with pytest.raises(ArgenError, match="unknown data source 'cifar'; use one of: fashion-mnist, mnist, folder:PATH"):
+    valid = "fashion-mnist, mnist, cifar10, folder:PATH"
+    with pytest.raises(ArgenError, match=f"unknown data source 'cifar'; use one of: {valid}"):
         load_dataset("cifar")
     with pytest.raises(ArgenError, match="split must be 'train' or 'test'"):
         load_dataset("mnist", split="validation")

@@ -73,9 +73,12 @@ def test_tokenizer_release_of_wrong_kind_is_refused(idx_dataset, tmp_path):
         load_tokenizer(tmp_path / "c")
 
 
-def test_no_progress_silences_the_folder_decoding_bar(tmp_path, capsys):
+def test_no_progress_silences_the_folder_decoding_bar(tmp_path, capsys, monkeypatch):
     """An image folder is decoded with a progress bar; --no-progress must silence it like every other bar."""
     from PIL import Image
+
+    # Every command decodes afresh: with the decoded-image cache the later ones would read arrays, showing no bar.
+    monkeypatch.setenv("ARGEN_NO_CACHE", "1")
 
     generator = torch.Generator().manual_seed(0)
     for label in ("a", "b"):

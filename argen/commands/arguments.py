@@ -48,7 +48,7 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, shape: bool = True) -
     group.add_argument(
         "--data",
         required=True,
-        help="image source: fashion-mnist, mnist, or folder:PATH (PNG/JPEG/WebP/BMP, one subfolder per class)",
+        help="image source: fashion-mnist, mnist, cifar10, or folder:PATH (images in class subfolders; or a .tar/.tgz)",
     )
     group.add_argument(
         "--data-dir", help="folder holding the IDX files (default: $ARGEN_DATA, ~/.cache/argen, Debian's package)"

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.data import find_idx_files, image_grid, load_dataset
+    from argen.data import IDX_SOURCES, find_idx_files, image_grid, load_dataset
 
     for split in ("train", "test"):
         start = time.perf_counter()
@@ -46,5 +46,5 @@ def run(arguments: argparse.Namespace) -> None:
         if split == "train" and arguments.grid:
             image_grid(dataset.images[: arguments.grid_count]).save(arguments.grid)
             print(f"  wrote a grid of the first {min(arguments.grid_count, len(dataset))} images to {arguments.grid}")
-    if not arguments.data.startswith("folder:"):
+    if arguments.data.lower() in IDX_SOURCES:
         print(f"IDX files: {find_idx_files(arguments.data, arguments.data_dir)}")

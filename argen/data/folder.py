@@ -11,7 +11,7 @@ import hashlib
 import os
 import sys
 import warnings
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 import torch
@@ -42,52 +42,88 @@ def load_folder(
 ) -> ImageDataset:
     folder = Path(spec.removeprefix("folder:")).expanduser()
     if not folder.is_dir():
-        raise ArgenError(f"{spec}: {folder} is not a directory; pass folder:PATH with PATH a directory of images")
+        raise ArgenError(
+            f"{spec}: {folder} is not a directory; pass folder:PATH with PATH a directory of images or a .tar, "
+            ".tar.gz or .tgz archive of one"
+        )
     explicit_splits = (folder / "train").is_dir() and (folder / "test").is_dir()
     roots = [folder / name for name in SPLITS] if explicit_splits else [folder]
     root = folder / split if explicit_splits else folder
-    listings = {each_root: list_image_files(each_root) for each_root in roots}
-    files = listings[root]
-    # Classes come from every split root, so a class missing from test/ still gets the same index as in train/.
-    classes = sorted({path.parts[0] for listing in listings.values() for path in listing if len(path.parts) > 1})
+    listings = [list_image_files(each_root) for each_root in roots]
+    files, labels, classes = select_split(
+        spec, split=split, where=str(root), listings=listings, explicit_splits=explicit_splits
+    )
+    decoded = decode_images(root, files, image_size=image_size, channels=channels, progress=progress)
+    where = str(root)
+    return split_dataset(
+        spec, split=split, where=where, files=files, labels=labels, classes=classes, decoded=decoded, verbose=verbose
+    )
+
+
+def select_split(
+    spec: str, *, split: str, where: str, listings: list[list[PurePath]], explicit_splits: bool
+) -> tuple[list[PurePath], list[int] | None, list[str]]:
+    """The files of ``split`` (relative to its root ``where``), their labels, and the class names.
+
+    ``listings`` holds each split root's files: train/ then test/ with ``explicit_splits``, else the one root (split
+    here by `seeded_split`). Every listing names classes, so a class missing from one split still gets the index it
+    has in the other. Shared by folders and archives (``archive.py``).
+    """
+    files = listings[SPLITS.index(split)] if explicit_splits else listings[0]
+    classes = sorted({path.parts[0] for listing in listings for path in listing if len(path.parts) > 1})
     labels: list[int] | None = None
     if classes:
         in_root = [path for path in files if len(path.parts) == 1]
         if in_root:
             warnings.warn(
-                f"{spec}: ignored {len(in_root)} image file(s) directly in {root}; in a folder with class "
+                f"{spec}: ignored {len(in_root)} image file(s) directly in {where}; in a folder with class "
                 "subfolders every image must be inside one",
                 ArgenWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         files = [path for path in files if len(path.parts) > 1]
         class_index = {name: index for index, name in enumerate(classes)}
         labels = [class_index[path.parts[0]] for path in files]
     if not files:
         extensions = " ".join(sorted(IMAGE_EXTENSIONS))
-        raise ArgenError(f"{spec}: no image files ({extensions}) under {root}; point folder: at a directory of images")
+        raise ArgenError(f"{spec}: no image files ({extensions}) under {where}; point folder: at a directory of images")
     if not explicit_splits:
         files, labels = seeded_split(files, labels, split=split)
         if not files:
             raise ArgenError(
-                f"{spec}: too few images under {root} to hold out a test split; add images, or make train/ and test/ "
+                f"{spec}: too few images under {where} to hold out a test split; add images, or make train/ and test/ "
                 "subfolders"
             )
-    images, kept, skipped = decode_images(root, files, image_size=image_size, channels=channels, progress=progress)
+    return files, labels, classes
+
+
+def split_dataset(
+    spec: str,
+    *,
+    split: str,
+    where: str,
+    files: list[PurePath],
+    labels: list[int] | None,
+    classes: list[str],
+    decoded: tuple[np.ndarray, list[int], list[tuple[str, str]]],
+    verbose: bool,
+) -> ImageDataset:
+    """The dataset from ``decoded`` = (images, indices of ``files`` kept, (path, reason) skipped), warning of skips."""
+    images, kept, skipped = decoded
     if skipped:
         hint = "" if verbose else "; pass --verbose to list them"
         warnings.warn(
             f"{spec} [{split}]: skipped {len(skipped)} unreadable image file(s) (corrupt, truncated, empty, too large "
             f"or not a regular file){hint}",
             ArgenWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         if verbose:
             for path, reason in skipped:
                 print(f"  skipped {path}: {reason}", file=sys.stderr)
     if not kept:
         raise ArgenError(
-            f"{spec}: none of the {len(files)} {split} image files under {root} could be decoded; replace them or "
+            f"{spec}: none of the {len(files)} {split} image files under {where} could be decoded; replace them or "
             "point folder: at another directory"
         )
     return ImageDataset(

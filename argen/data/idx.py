@@ -247,7 +247,7 @@ def download_file(url: str, path: Path, *, md5: str, progress: bool) -> None:
         if digest.hexdigest() != md5:
             raise ArgenError(
                 f"{url} has md5 {digest.hexdigest()}, expected {md5}, so it was not saved; retry later, or download "
-                "the IDX files yourself and pass --data-dir DIR"
+                f"{path.name} yourself and pass --data-dir DIR"
             )
 
     atomic_write(path, write)
