@@ -214,6 +214,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
+    from argen.pipeline import write_recommended_sampling
+
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):
         scores = []
@@ -224,13 +226,12 @@ def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         eligible = [score for score in scores if score["class_accuracy"] >= 0.9] or scores
         best = min(eligible, key=lambda score: score["fid"])
         recommended = {"cfg_scale": best["cfg_scale"], "top_k": best["top_k"]}
-        document = {
-            "recommended": recommended,
-            "chosen_by": "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images among the "
+        chosen_by = (
+            "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images among the "
             "settings whose class accuracy is at least 90 %, "
-            f"among {SWEEP} (bench/convergence.py sweep)",
-        }
-        (run / "sampling.json").write_text(json.dumps(document, indent=2) + "\n")
+            f"among {SWEEP} (bench/convergence.py sweep)"
+        )
+        write_recommended_sampling(run, recommended, chosen_by=chosen_by)  # the library's own writer and format
         table[name] = {"scores": scores, "recommended": recommended}
     out = Path(arguments.out)
     (out / "sweep.json").write_text(json.dumps(table, indent=2) + "\n")
