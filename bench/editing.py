@@ -187,7 +187,7 @@ def write_report(
     print(table)
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="checkpoints/fashion-mnist", help="folder of model directories by order")
     parser.add_argument("--orders", default=",".join(ORDERS))
@@ -206,7 +206,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/results/editing.md")
-    arguments = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    arguments = parse_arguments()
     torch.set_num_threads(arguments.threads)
     command = "OMP_NUM_THREADS=1 python bench/editing.py " + " ".join(sys.argv[1:])
     clock = start_clock()
