@@ -294,7 +294,7 @@ def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         write_shipped_results(arguments, table)
 
 
-# The README's comparison table: label, tokenizer and training steps of each run name.
+# The comparison table of docs/results.md: label, tokenizer and training steps of each run name.
 TABLE_RUNS = {
     "raster": ("raster (step 1400 of its 2800-step run)", "vq", 1400),
     "neighbor": ("neighbor", "vq", 1400),
@@ -313,7 +313,7 @@ TABLE_RUNS = {
 
 
 def table(arguments: argparse.Namespace) -> None:
-    """Print the README's comparison table from the final.json files given with --finals (later files win)."""
+    """Print the comparison table of docs/results.md from the final.json files given with --finals (later files win)."""
     entries: dict[str, dict] = {}
     for path in arguments.finals:
         entries.update(json.loads(Path(path).read_text()))

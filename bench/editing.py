@@ -26,7 +26,7 @@ tokens the image encodes to), one particle. Results go to ``--out`` (markdown) a
 example grid per mask type goes beside them (``editing-MASK.png``: the originals, the masked inputs, then one row
 per variant in the table's order), and ``editing-class.png``: class editing (scale and frequency keep the first 1-4
 scales / bands of the first test images and regenerate the rest under the next class). PNGs are git-ignored outside
-docs/: the README shows copies there.
+docs/: docs/editing.md shows copies there.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Speed and memory of the four generation orders at one transformer size, measured side by side in one run.
 
-    python bench/orders.py --preset 3m --threads 1        # the README's table
+    python bench/orders.py --preset 3m --threads 1        # the table in bench/results/orders-3m.md
     python bench/orders.py --quick                        # smoke test: tiny preset, 1 repeat, batch 8, 1 thread
 
 Speed does not depend on trained weights, so every order gets an untrained tokenizer of its kind (default
