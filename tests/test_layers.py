@@ -28,8 +28,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("orders", {"orders"}),
     ("model", {"transformer", "model"}),  # transformer.py today, model/ in the layout
     ("samplers", {"samplers"}),
-    # inference glue and what it serves: Pipeline, the codec (and its residual model), editing
-    ("inference", {"pipeline", "codec", "residual", "editing"}),
+    # inference glue and what it serves: Pipeline, the codec package (with its residual model), editing
+    ("inference", {"pipeline", "codec", "editing"}),
     # measuring: metrics/ holds the features and scores, the evaluation harness (which samples through Pipeline) and
     # the classifier whose features the scores use; above inference because evaluation generates images, below train
     # because the classifier's trainer imports the classifier. PSNR/SSIM, which tokenizers train with, live under
@@ -45,7 +45,6 @@ LAYERS: list[tuple[str, set[str]]] = [
 # is emptied as the fixes land.
 KNOWN_UPWARD: set[tuple[str, str]] = {
     ("transformer", "samplers"),  # transformer.py: guidance from argen.samplers.logits (moving to the sampling engine)
-    ("residual", "train"),  # residual.py: its trainer uses the loop (the trainer moves into train/)
 }
 
 LAYER_OF = {unit: index for index, (_, units) in enumerate(LAYERS) for unit in units}
