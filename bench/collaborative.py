@@ -21,15 +21,13 @@ on the machine slow every variant alike; numbers are medians over ``--rounds``. 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import torch
-from provenance import machine_record
+from provenance import describe_machine, describe_run, machine_record, start_clock, write_results
 
 from argen.pipeline import Pipeline
 from argen.samplers import SAMPLERS, generate, generate_collaborative
@@ -140,10 +138,8 @@ def render(results: list[dict], arguments: argparse.Namespace, machine: dict, co
         f"`{command}`",
         "",
         f"Batch {arguments.batch_size}, cfg {arguments.cfg_scale}, {arguments.images} images per variant and round, "
-        f"medians of {arguments.rounds} interleaved rounds; {machine['cpu_count']} CPU cores, "
-        f"{arguments.threads} thread(s), torch {machine['torch']}; load average {machine['load_before']:.2f} before, "
-        f"{machine['load_after']:.2f} after; {machine['date']}, commit {machine['commit']}, "
-        f"{machine['seconds']:.0f} s.",
+        f"medians of {arguments.rounds} interleaved rounds; {describe_machine(machine, arguments.threads)}; "
+        f"{describe_run(machine)}",
         "",
         "| order | variant | draft steps | large calls/img | small calls/img | img/s sampling | img/s with decoder "
         "| speed-up vs large | FID |",
@@ -182,16 +178,13 @@ def main() -> None:
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
     command = "OMP_NUM_THREADS=1 python bench/collaborative.py " + " ".join(sys.argv[1:])
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    clock = start_clock()
 
     results = [row for order_name in arguments.orders.split(",") for row in bench_order(order_name, arguments)]
-    machine = machine_record(started=started, load_before=load_before, threads=arguments.threads)
+    machine = machine_record(**clock, threads=arguments.threads)
     table = render(results, arguments, machine, command)
-    out = Path(arguments.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(table + "\n")
     document = {"settings": {**vars(arguments), "command": command}, "machine": machine, "results": results}
-    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    write_results(arguments.out, table + "\n", document)
     print(table)
 
 

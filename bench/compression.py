@@ -1,4 +1,4 @@
-"""argen compress against PNG, WebP and JPEG on Fashion-MNIST (and digits the models never saw); writes the README
+"""argen compress against PNG, WebP and JPEG on Fashion-MNIST (and digits the models never saw); writes the docs
 table, a JSON of every number, the rate-distortion plot and the progressive-decoding picture.
 
     python bench/compression.py                                  # all four shipped orders, all 10 000 test images
@@ -19,7 +19,7 @@ Per order (model directory ``MODELS/ORDER``):
   downloads them), else on digits rendered from the DejaVu fonts at random sizes, slants and offsets (labelled as
   such, not as MNIST).
 
-Speeds are wall-clock on whatever machine runs this, one process; the README states the machine.
+Speeds are wall-clock on whatever machine runs this, one process; docs/compression.md states the machine.
 """
 
 from __future__ import annotations
@@ -367,9 +367,9 @@ def main() -> None:
     parser.add_argument(
         "--pc-bpd",
         type=float,
-        help="a probabilistic circuit's Fashion-MNIST test bits/dim to print under the table (3.34: HCLT, see README)",
+        help="a probabilistic circuit's Fashion-MNIST test bits/dim to print under the table (3.34: HCLT, docs)",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the numbers the README reports)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the numbers the docs report)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "compression"), help="OUT.md / OUT.json")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "compression-rate-distortion.png"))
     parser.add_argument("--picture", default=str(ROOT / "docs" / "compression-progressive.png"),

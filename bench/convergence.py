@@ -214,6 +214,8 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
+    from argen.pipeline import write_recommended_sampling
+
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):
         scores = []
@@ -224,13 +226,12 @@ def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         eligible = [score for score in scores if score["class_accuracy"] >= 0.9] or scores
         best = min(eligible, key=lambda score: score["fid"])
         recommended = {"cfg_scale": best["cfg_scale"], "top_k": best["top_k"]}
-        document = {
-            "recommended": recommended,
-            "chosen_by": "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images among the "
+        chosen_by = (
+            "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images among the "
             "settings whose class accuracy is at least 90 %, "
-            f"among {SWEEP} (bench/convergence.py sweep)",
-        }
-        (run / "sampling.json").write_text(json.dumps(document, indent=2) + "\n")
+            f"among {SWEEP} (bench/convergence.py sweep)"
+        )
+        write_recommended_sampling(run, recommended, chosen_by=chosen_by)  # the library's own writer and format
         table[name] = {"scores": scores, "recommended": recommended}
     out = Path(arguments.out)
     (out / "sweep.json").write_text(json.dumps(table, indent=2) + "\n")
@@ -293,7 +294,7 @@ def final(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
         write_shipped_results(arguments, table)
 
 
-# The README's comparison table: label, tokenizer and training steps of each run name.
+# The comparison table of docs/results.md: label, tokenizer and training steps of each run name.
 TABLE_RUNS = {
     "raster": ("raster (step 1400 of its 2800-step run)", "vq", 1400),
     "neighbor": ("neighbor", "vq", 1400),
@@ -312,7 +313,7 @@ TABLE_RUNS = {
 
 
 def table(arguments: argparse.Namespace) -> None:
-    """Print the README's comparison table from the final.json files given with --finals (later files win)."""
+    """Print the comparison table of docs/results.md from the final.json files given with --finals (later files win)."""
     entries: dict[str, dict] = {}
     for path in arguments.finals:
         entries.update(json.loads(Path(path).read_text()))

@@ -26,21 +26,19 @@ tokens the image encodes to), one particle. Results go to ``--out`` (markdown) a
 example grid per mask type goes beside them (``editing-MASK.png``: the originals, the masked inputs, then one row
 per variant in the table's order), and ``editing-class.png``: class editing (scale and frequency keep the first 1-4
 scales / bands of the first test images and regenerate the rest under the next class). PNGs are git-ignored outside
-docs/: the README shows copies there.
+docs/: docs/editing.md shows copies there.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image, ImageDraw
-from provenance import machine_record
+from provenance import describe_machine, describe_run, machine_record, start_clock, write_results
 
 from argen.data import image_grid, load_dataset
 from argen.metrics.evaluate import classifier_outputs, load_evaluation_classifier, reference_features
@@ -161,9 +159,7 @@ def write_report(
         f"top-k {arguments.top_k or 'off'}, fill {arguments.fill}, paste-back on); models in `{arguments.models}`; "
         f"FID against {reference_count} train images on the features of `{arguments.classifier}` (test accuracy "
         f"{classifier_accuracy if classifier_accuracy is None else f'{classifier_accuracy:.1%}'}). "
-        f"{machine['cpu_count']} CPU cores, {arguments.threads} thread(s), torch {machine['torch']}, load "
-        f"{machine['load_before']:.2f} → {machine['load_after']:.2f}; {machine['date']}, commit {machine['commit']}, "
-        f"{machine['seconds']:.0f} s.",
+        f"{describe_machine(machine, arguments.threads)}; {describe_run(machine)}",
         "",
         "| mask | order | particles | known tokens | class accuracy ↑ | FID ↓ | PSNR in mask (dB) ↑ | seam ×1000 "
         "| seam / real ↓ | images/s |",
@@ -181,18 +177,17 @@ def write_report(
         "| 1.00 | – |"
     )
     table = "\n".join(lines)
-    out.write_text(table + "\n")
     document = {
         "settings": {**vars(arguments), "command": command},
         "machine": machine,
         "baseline": baseline,
         "results": results,
     }
-    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    write_results(out, table + "\n", document)
     print(table)
 
 
-def main() -> None:
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="checkpoints/fashion-mnist", help="folder of model directories by order")
     parser.add_argument("--orders", default=",".join(ORDERS))
@@ -211,10 +206,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="bench/results/editing.md")
-    arguments = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    arguments = parse_arguments()
     torch.set_num_threads(arguments.threads)
     command = "OMP_NUM_THREADS=1 python bench/editing.py " + " ".join(sys.argv[1:])
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    clock = start_clock()
     out = Path(arguments.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
@@ -278,7 +277,7 @@ def main() -> None:
     class_editing_grid(pipelines, images[:EXAMPLES], labels[:EXAMPLES], seed=arguments.seed).save(
         out.parent / f"{out.stem}-class.png"
     )
-    machine = machine_record(started=started, load_before=load_before, threads=arguments.threads)
+    machine = machine_record(**clock, threads=arguments.threads)
     write_report(
         out, arguments=arguments, command=command, results=results, baseline=baseline, machine=machine,
         reference_count=reference["images"], count=count, classifier_accuracy=classifier_accuracy,

@@ -1,6 +1,6 @@
 """Speed and memory of the four generation orders at one transformer size, measured side by side in one run.
 
-    python bench/orders.py --preset 3m --threads 1        # the README's table
+    python bench/orders.py --preset 3m --threads 1        # the table in bench/results/orders-3m.md
     python bench/orders.py --quick                        # smoke test: tiny preset, 1 repeat, batch 8, 1 thread
 
 Speed does not depend on trained weights, so every order gets an untrained tokenizer of its kind (default
@@ -35,9 +35,7 @@ ratio is the median of the per-round ratios. Every process calls ``torch.set_num
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
-import os
 import resource
 import shlex
 import statistics
@@ -49,7 +47,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from provenance import machine_record
+from provenance import describe_run, machine_record, start_clock, write_results
 
 from argen.orders import ORDERS, build_order, default_tokenizers
 from argen.samplers import generate
@@ -338,7 +336,7 @@ def render(summary: dict, settings: dict, machine: dict) -> str:
         f"thread(s), Python {machine['python']}; load average {machine['load_before']:.2f} before, "
         f"{machine['load_after']:.2f} after; fp32 matmul peak {summary['matmul_peak_gflops']:.1f} GFLOP/s "
         f"({summary['matmul_peak_size']}², median); {settings['repeats']} interleaved rounds, medians; "
-        f"{machine['date']}, commit {machine['commit']}, {machine['seconds']:.0f} s.",
+        f"{describe_run(machine)}",
         "",
         f"Training, batch {batch}:",
         "",
@@ -431,16 +429,13 @@ def main() -> None:
         "seed": arguments.seed,
         "command": shlex.join(command),
     }
-    started, load_before = time.perf_counter(), os.getloadavg()[0]
+    clock = start_clock()
     measured = measure_all(orders, settings)
-    machine = machine_record(started=started, load_before=load_before)
+    machine = machine_record(**clock)
     summary = summarise(orders, measured, settings)
     markdown = render(summary, settings, machine)
-    out = Path(arguments.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
     document = {"settings": settings, "machine": machine, "summary": summary, "measured": measured}
-    out.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    out = write_results(arguments.out, markdown, document)
     print(markdown)
     print(f"wrote {out} and {out.with_suffix('.json')}", file=sys.stderr)
 

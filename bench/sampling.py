@@ -1,6 +1,6 @@
 """Sampling speed of every order × sampler on the shipped models, eager and compiled, and the training step.
 
-    python bench/sampling.py                      # the README's table (tens of minutes on an idle 2-core CPU)
+    python bench/sampling.py                      # the tables of docs/speed.md (tens of minutes on an idle 2-core CPU)
     python bench/sampling.py --quick              # smoke test: raster and scale, batch 1 and 4, eager, 2 repeats
 
 What is measured, per order (a shipped model directory, ``--models/ORDER``) × sampler (every registered one the

@@ -1,4 +1,4 @@
-"""Train and evaluate tokenizers on Fashion-MNIST with argen's own commands; print the README's table.
+"""Train and evaluate tokenizers on Fashion-MNIST with argen's own commands; print the table of docs/tokenizers.md.
 
     python bench/tokenizers.py --kinds vq,fsq,multiscale,frequency --steps 2000 --out runs/tokenizers
 

@@ -14,7 +14,7 @@ import torch
 from conftest import write_idx_dataset
 from PIL import Image
 
-import argen.commands.sample
+import argen.apps.sampling_files
 import argen.metrics.evaluate
 import argen.train
 from argen.cli import run
@@ -34,7 +34,7 @@ def bench(tmp_path_factory):
     arguments = ["bench", "--data", "mnist", "--data-dir", str(data), "--out", str(root / "out"), *TINY]
     printed = io.StringIO()
     with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
-        patch.setattr("argen.benchmark.shipped_checkpoint", lambda data, name="": None)
+        patch.setattr("argen.apps.bench.shipped_checkpoint", lambda data, name="": None)
         run([*arguments, "--steps", "4"])
     return root / "out", arguments, printed.getvalue()
 
@@ -59,8 +59,8 @@ def calls(monkeypatch):
 
     for name in ("evaluate_generator", "evaluate_tokenizer", "reference_features"):
         counted(argen.metrics.evaluate, name)
-    counted(argen.commands.sample, "sample_to_files")
-    monkeypatch.setattr("argen.benchmark.shipped_checkpoint", lambda data, name="": None)
+    counted(argen.apps.sampling_files, "sample_to_files")
+    monkeypatch.setattr("argen.apps.bench.shipped_checkpoint", lambda data, name="": None)
     return counts
 
 

@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(arguments: argparse.Namespace) -> None:
     import shlex
 
-    from argen.benchmark import BenchmarkConfig, run_benchmark
-    from argen.benchmark_report import results_table
+    from argen.apps.bench import BenchmarkConfig, run_benchmark
+    from argen.apps.bench_report import results_table
 
     config = BenchmarkConfig(
         arguments.data, out=arguments.out, minutes=arguments.minutes, steps=arguments.steps,

@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.demo import run_demo
+    from argen.apps.demo import run_demo
 
     summary = run_demo(
         checkpoints=arguments.checkpoints, data=arguments.data, out=arguments.out, per_class=arguments.per_label,

@@ -75,7 +75,7 @@ def run_demo(
     """Write OUT/index.html (+ a grid PNG and a GIF per order, OUT/demo.png with all grids, OUT/demo.json)."""
     from tqdm.auto import tqdm
 
-    from argen.commands.sample import sample_to_files
+    from argen.apps.sampling_files import sample_to_files
     from argen.data import image_grid
     from argen.metrics.evaluate import classifier_outputs, load_evaluation_classifier
     from argen.pipeline import Pipeline
