@@ -10,7 +10,6 @@ as an image is skipped and counted like a broken file in a folder.
 
 from __future__ import annotations
 
-import io
 import sys
 import tarfile
 import warnings
@@ -140,5 +139,5 @@ def decode_members(
 
 
 def decode_member(data: bytes, *, image_size: int, channels: int) -> np.ndarray:
-    """One member's bytes → uint8 (S, S) or (C, S, S), through the folders' decoder (PIL opens file objects too)."""
-    return decode_image(io.BytesIO(data), image_size=image_size, channels=channels)
+    """One member's bytes → uint8 (S, S) or (C, S, S), through the folders' decoder."""
+    return decode_image(data, image_size=image_size, channels=channels)

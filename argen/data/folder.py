@@ -197,7 +197,7 @@ def decode_images(
     return (images if len(kept) == len(files) else images[: len(kept)].copy()), kept, skipped
 
 
-def decode_image(path: Path, *, image_size: int, channels: int) -> np.ndarray:
-    """One image file → uint8 (S, S) for 1 channel or (C, S, S) for 3, read by `argen.data.images.read_image`."""
+def decode_image(path: Path | bytes, *, image_size: int, channels: int) -> np.ndarray:
+    """One image file or its bytes → uint8 (S, S) (1 channel) or (C, S, S) (3), by `argen.data.images.read_image`."""
     pixels = read_image(path, channels=channels, size=image_size)  # (S, S, C)
     return pixels.transpose(2, 0, 1) if channels == 3 else pixels[..., 0]
