@@ -7,8 +7,8 @@ import torch
 from test_orders import KIND_FOR_ORDER, FakeTokenizer, ids_of_steps
 
 from argen.errors import ArgenError
+from argen.model import PRESETS, Transformer, TransformerConfig, preset_config
 from argen.orders import ORDERS, build_order
-from argen.transformer import PRESETS, Transformer, TransformerConfig, preset_config
 
 NUM_CLASSES = 3
 

@@ -50,7 +50,7 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
 def read_chosen_by(directory: Path) -> str | None:
     import json
 
-    from argen.pipeline import SAMPLING_NAME
+    from argen.model_directory import SAMPLING_NAME
 
     return json.loads((directory / SAMPLING_NAME).read_text()).get("chosen_by")
 
