@@ -1,10 +1,11 @@
-"""A model directory on disk: the generator release (``DIR/generator/``) and the recommended sampling settings
-(``DIR/sampling.json``), read and written for `argen.Pipeline` and the commands."""
+"""A model directory on disk, what `argen.Pipeline` loads and saves: ``DIR/tokenizer/`` and ``DIR/generator/`` (each
+a release: ``config.json`` + ``model.safetensors``) and the recommended sampling settings (``DIR/sampling.json``)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -14,12 +15,16 @@ from argen.checkpoint import (
     GeneratorConfig,
     atomic_write_text,
     config_from_dict,
+    config_to_dict,
     load_release_weights,
     read_release_config,
+    release_fingerprint,
+    save_release,
 )
 from argen.errors import ArgenError
 from argen.model import Transformer, TransformerConfig
 from argen.orders import Order, build_order
+from argen.tokenizers import Tokenizer, load_tokenizer
 from argen.tokenizers.protocol import TokenizerProtocol
 
 SAMPLING_NAME = "sampling.json"
@@ -70,10 +75,89 @@ def load_generator(
     return model.to(device).eval(), order, document
 
 
+class ModelDirectory(NamedTuple):
+    """What a model directory holds, loaded and checked."""
+
+    tokenizer: Tokenizer
+    model: Transformer
+    order: Order
+    classes: list[str] | None
+    tokenizer_fingerprint: str
+    recommended: dict[str, float | str]
+
+
+def load_model_directory(directory: str | Path, *, device: torch.device | str = "cpu") -> ModelDirectory:
+    """Load ``directory/tokenizer`` and ``directory/generator`` (in eval mode, on ``device``) and check that they
+    belong together."""
+    directory = Path(directory)
+    if not (directory / "generator" / CONFIG_NAME).is_file():
+        raise ArgenError(
+            f"{directory} is not an argen model directory: it needs generator/ and tokenizer/ (made by `argen train`)"
+        )
+    tokenizer, _ = load_tokenizer(directory / "tokenizer")
+    tokenizer = tokenizer.to(device).eval()
+    model, order, document = load_generator(directory / "generator", tokenizer, device=device)
+    extra = document.get("extra", {})
+    expected = extra.get("tokenizer_fingerprint")
+    fingerprint = release_fingerprint(directory / "tokenizer")
+    if expected is not None and expected != fingerprint:
+        raise ArgenError(
+            f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
+            "copy the original tokenizer back"
+        )
+    recommended = read_recommended_sampling(directory)
+    return ModelDirectory(tokenizer, model, order, extra.get("classes"), fingerprint, recommended)
+
+
+def save_model_directory(
+    directory: str | Path,
+    *,
+    tokenizer: Tokenizer,
+    model: Transformer,
+    order: Order,
+    classes: list[str],
+    recommended: dict[str, float | str],
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write ``directory/tokenizer``, ``directory/generator`` and, when there are any, the recommended settings."""
+    directory = Path(directory)
+    save_release(
+        directory / "tokenizer", kind="tokenizer", config=tokenizer.config, state_dict=tokenizer.state_dict(),
+        dtype=dtype,
+    )  # fmt: skip
+    config = GeneratorConfig(order=order.name, transformer=config_to_dict(model.config))
+    extra = {"classes": classes, "tokenizer_fingerprint": release_fingerprint(directory / "tokenizer")}
+    save_release(
+        directory / "generator", kind=GENERATOR_KIND, config=config, state_dict=model.state_dict(), dtype=dtype,
+        extra=extra,
+    )  # fmt: skip
+    if recommended:
+        write_recommended_sampling(directory, recommended)
+
+
+def same_tokenizer(
+    first: Tokenizer, first_fingerprint: str | None, second: Tokenizer, second_fingerprint: str | None
+) -> bool:
+    """Whether two tokenizers are one: by release fingerprint, else (tokenizers built in memory) by config and
+    weights."""
+    if first is second:
+        return True
+    if first_fingerprint is not None and second_fingerprint is not None:
+        return first_fingerprint == second_fingerprint
+    if first.config != second.config:
+        return False
+    mine, theirs = first.state_dict(), second.state_dict()
+    return mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name].to(mine[name])) for name in mine)
+
+
 __all__ = [
     "SAMPLING_DEFAULTS",
     "SAMPLING_NAME",
+    "ModelDirectory",
     "load_generator",
+    "load_model_directory",
     "read_recommended_sampling",
+    "same_tokenizer",
+    "save_model_directory",
     "write_recommended_sampling",
 ]

@@ -18,40 +18,19 @@ from pathlib import Path
 
 import torch
 
-from argen.checkpoint import (
-    CONFIG_NAME,
-    GENERATOR_KIND,
-    GeneratorConfig,
-    config_to_dict,
-    release_fingerprint,
-    save_release,
-)
 from argen.data import float_to_images
 from argen.errors import ArgenError
 from argen.model import Transformer, autocast, check_compile, check_precision
 from argen.model_directory import (
     SAMPLING_DEFAULTS,
-    load_generator,
-    read_recommended_sampling,
-    write_recommended_sampling,
+    load_model_directory,
+    same_tokenizer,
+    save_model_directory,
 )
 from argen.orders import Order
 from argen.pipeline_output import PipelineOutput, join_outputs, to_pil
 from argen.samplers import SAMPLERS, SamplingEngine
-from argen.tokenizers import Tokenizer, load_tokenizer
-
-
-def same_tokenizer(first: Pipeline, second: Pipeline) -> bool:
-    """Whether two pipelines share one tokenizer: by release fingerprint, else (pipelines built in memory) by config
-    and weights."""
-    if first.tokenizer is second.tokenizer:
-        return True
-    if first.tokenizer_fingerprint is not None and second.tokenizer_fingerprint is not None:
-        return first.tokenizer_fingerprint == second.tokenizer_fingerprint
-    if first.tokenizer.config != second.tokenizer.config:
-        return False
-    mine, theirs = first.tokenizer.state_dict(), second.tokenizer.state_dict()
-    return mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name].to(mine[name])) for name in mine)
+from argen.tokenizers import Tokenizer
 
 
 class Pipeline:
@@ -117,49 +96,19 @@ class Pipeline:
         """Load ``directory/tokenizer`` and ``directory/generator`` and check that they belong together (``compile``,
         ``precision``: see `Pipeline`)."""
         check_precision(precision, device)
-        directory = Path(directory)
-        if not (directory / "generator" / CONFIG_NAME).is_file():
-            raise ArgenError(
-                f"{directory} is not an argen model directory: it needs generator/ and tokenizer/ "
-                "(made by `argen train`)"
-            )
-        tokenizer, _ = load_tokenizer(directory / "tokenizer")
-        tokenizer = tokenizer.to(device).eval()
-        model, order, document = load_generator(directory / "generator", tokenizer, device=device)
-        extra = document.get("extra", {})
-        expected = extra.get("tokenizer_fingerprint")
-        fingerprint = release_fingerprint(directory / "tokenizer")
-        if expected is not None and expected != fingerprint:
-            raise ArgenError(
-                f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
-                "copy the original tokenizer back"
-            )
+        found = load_model_directory(directory, device=device)
         return cls(
-            tokenizer,
-            model,
-            order,
-            classes=extra.get("classes"),
-            tokenizer_fingerprint=fingerprint,
-            recommended=read_recommended_sampling(directory),
-            compile=compile,
+            found.tokenizer, found.model, found.order, classes=found.classes,
+            tokenizer_fingerprint=found.tokenizer_fingerprint, recommended=found.recommended, compile=compile,
             precision=precision,
-        )
+        )  # fmt: skip
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write ``directory/tokenizer`` and ``directory/generator`` (``dtype=torch.float16`` halves the size)."""
-        directory = Path(directory)
-        save_release(
-            directory / "tokenizer", kind="tokenizer", config=self.tokenizer.config,
-            state_dict=self.tokenizer.state_dict(), dtype=dtype,
+        save_model_directory(
+            directory, tokenizer=self.tokenizer, model=self.model, order=self.order, classes=self.classes,
+            recommended=self.recommended, dtype=dtype,
         )  # fmt: skip
-        config = GeneratorConfig(order=self.order.name, transformer=config_to_dict(self.model.config))
-        extra = {"classes": self.classes, "tokenizer_fingerprint": release_fingerprint(directory / "tokenizer")}
-        save_release(
-            directory / "generator", kind=GENERATOR_KIND, config=config, state_dict=self.model.state_dict(),
-            dtype=dtype, extra=extra,
-        )  # fmt: skip
-        if self.recommended:
-            write_recommended_sampling(directory, self.recommended)
 
     def sampling_settings(self, **given: float | str | None) -> dict[str, float | str]:
         """The sampling settings a call uses: each given (non-None) value, else the model's recommended one
@@ -213,7 +162,9 @@ class Pipeline:
                 f"the refiner generates in {refiner.order.name!r} order and this model in {self.order.name!r}: "
                 f"use a refiner trained with --order {self.order.name}"
             )
-        if not same_tokenizer(self, refiner):
+        if not same_tokenizer(
+            self.tokenizer, self.tokenizer_fingerprint, refiner.tokenizer, refiner.tokenizer_fingerprint
+        ):
             raise ArgenError(
                 "the refiner was trained on another tokenizer than this model (tokenizer fingerprints differ): "
                 "train the refiner on this model's tokenizer"

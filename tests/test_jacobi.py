@@ -193,8 +193,8 @@ def chi_square_of_sampler(case: str, sampler=generate_jacobi) -> float:
     model = StubModel(order, tokenizer, num_classes=2, seed=sum(map(ord, case)))
     label = 1
     output = sampler(
-        model.engine(), order, tokenizer, labels=torch.full((SAMPLES,), label), cfg_scale=cfg_scale, temperature=temperature,
-        top_k=top_k, window=window, init=init, generator=seeded(0),
+        model.engine(), order, tokenizer, labels=torch.full((SAMPLES,), label), cfg_scale=cfg_scale,
+        temperature=temperature, top_k=top_k, window=window, init=init, generator=seeded(0),
     )  # fmt: skip
     targets = order.targets(output.ids)  # (N, T)
     outcomes = (targets * vocab ** torch.arange(targets.shape[1])).sum(dim=1)
