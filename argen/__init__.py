@@ -5,8 +5,8 @@ The data flow, one module per arrow:
 1. ``argen.data``: image sources (fashion-mnist, mnist, folder:PATH) as uint8 tensors.
 2. ``argen.tokenizers``: images ⇄ token ids, one ``(B, h, w)`` grid per scale or band.
 3. ``argen.orders``: id grids → training sequence and inference schedule.
-4. ``argen.transformer``: the one decoder-only transformer, sequence → logits.
-5. ``argen.samplers``: logits → ids, step by step with a KV cache.
+4. ``argen.model``: the one decoder-only transformer, sequence → logits; it keeps nothing between calls.
+5. ``argen.samplers``: logits → ids, step by step with a KV cache; its engine keeps what generations share.
 6. ``argen.pipeline``: the whole chain; ``Pipeline.from_pretrained(dir)``.
 7. ``argen.metrics``: numbers.
 
@@ -25,7 +25,7 @@ _LAZY = {
     "ORDERS": "argen.orders",
     "TOKENIZERS": "argen.tokenizers",
     "SAMPLERS": "argen.samplers",
-    "PRESETS": "argen.transformer",
+    "PRESETS": "argen.model",
     "compress": "argen.codec",
     "decompress": "argen.codec",
 }

@@ -67,11 +67,11 @@ from argen.data import float_to_images, images_to_float
 from argen.data.images import as_images
 from argen.data.masks import MaskSource, as_masks, fill_masked, known_cells, paste
 from argen.errors import ArgenError
+from argen.model import Transformer, autocast
 from argen.orders.base import Order
 from argen.pipeline import Pipeline, PipelineOutput, to_pil
 from argen.samplers.forced import can_requantize, flatten, generate_forced, requantizer, step_cells, unflatten
 from argen.tokenizers.autoencoder import Tokenizer
-from argen.transformer import Transformer, autocast
 
 FILLS = ("smooth", "keep")
 KNOWN_TOKENS = ("requantized", "encoded")

@@ -14,110 +14,23 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 
-from argen.checkpoint import (
-    CONFIG_NAME,
-    GENERATOR_KIND,
-    GeneratorConfig,
-    atomic_write_text,
-    config_from_dict,
-    config_to_dict,
-    load_release_weights,
-    read_release_config,
-    release_fingerprint,
-    save_release,
-)
 from argen.data import float_to_images
 from argen.errors import ArgenError
-from argen.orders import build_order
-from argen.samplers import SAMPLERS
-from argen.tokenizers import load_tokenizer
-from argen.transformer import Transformer, TransformerConfig, autocast, check_compile, check_precision
-
-
-@dataclass
-class PipelineOutput:
-    """images: PIL images; ids: one (B, h, w) grid per tokenizer grid; intermediates: per step, a list of PIL
-    images decoded from what the steps so far produced (only with ``return_intermediates=True``)."""
-
-    images: list[Image.Image]
-    ids: list[torch.Tensor]
-    labels: torch.Tensor | None
-    forward_passes: int
-    pixels: torch.Tensor  # uint8 (B, C, H, W)
-    intermediates: list[list[Image.Image]] | None = None
-    intermediate_pixels: list[torch.Tensor] | None = None  # per step, uint8 (B, C, H, W)
-    passes_by_model: dict[str, int] | None = None  # collaborative: {"drafter": N, "refiner": S - N}
-    batches: int = 1  # forward passes and passes_by_model are summed over this many batches
-    seconds: float | None = None  # wall time of the sampling (model calls and decoding), for generate_batched
-
-
-def to_pil(pixels: torch.Tensor) -> list[Image.Image]:
-    """uint8 (B, C, H, W) → PIL images ("L" or "RGB")."""
-    arrays = pixels.permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array) for array in arrays]
-
-
-SAMPLING_NAME = "sampling.json"
-# The library's own defaults, used where neither the caller nor the model's sampling.json gives a value.
-SAMPLING_DEFAULTS = {"cfg_scale": 1.0, "cfg_schedule": "constant", "temperature": 1.0, "top_k": 0, "top_p": 1.0}
-
-
-def read_recommended_sampling(directory: str | Path) -> dict:
-    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys are refused."""
-    path = Path(directory) / SAMPLING_NAME
-    if not path.is_file():
-        return {}
-    try:
-        recommended = json.loads(path.read_text()).get("recommended", {})
-    except (json.JSONDecodeError, AttributeError, UnicodeDecodeError):
-        raise ArgenError(f"{path} is not a JSON object with a 'recommended' object; fix or delete it") from None
-    unknown = sorted(set(recommended) - set(SAMPLING_DEFAULTS))
-    if unknown:
-        known = ", ".join(SAMPLING_DEFAULTS)
-        raise ArgenError(f"{path}: unknown sampling setting(s) {', '.join(unknown)}; known: {known}")
-    for name, value in recommended.items():
-        expected = str if name == "cfg_schedule" else (int, float)
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise ArgenError(f"{path}: {name} must be a {'string' if expected is str else 'number'}, got {value!r}")
-    return recommended
-
-
-def write_recommended_sampling(directory: str | Path, recommended: dict, *, chosen_by: str | None = None) -> None:
-    document = {"recommended": recommended, **({"chosen_by": chosen_by} if chosen_by else {})}
-    atomic_write_text(Path(directory) / SAMPLING_NAME, json.dumps(document, indent=2) + "\n")
-
-
-def load_generator(directory: str | Path, tokenizer, *, device: torch.device | str = "cpu"):
-    """A generator release → (Transformer in eval mode, order, config document); checked against ``tokenizer``."""
-    document = read_release_config(directory, kind=GENERATOR_KIND)
-    source = str(Path(directory) / CONFIG_NAME)
-    config = config_from_dict(GeneratorConfig, document["config"], source=source)
-    transformer_config = config_from_dict(TransformerConfig, config.transformer, source=source)
-    order = build_order(config.order, tokenizer)
-    order.check_model(transformer_config, tokenizer)
-    model = Transformer(transformer_config)
-    load_release_weights(directory, model)
-    return model.to(device).eval(), order, document
-
-
-def same_tokenizer(first: Pipeline, second: Pipeline) -> bool:
-    """Whether two pipelines share one tokenizer: by release fingerprint, else (pipelines built in memory) by config
-    and weights."""
-    if first.tokenizer is second.tokenizer:
-        return True
-    if first.tokenizer_fingerprint is not None and second.tokenizer_fingerprint is not None:
-        return first.tokenizer_fingerprint == second.tokenizer_fingerprint
-    if getattr(first.tokenizer, "config", None) != getattr(second.tokenizer, "config", None):
-        return False
-    mine, theirs = first.tokenizer.state_dict(), second.tokenizer.state_dict()
-    return mine.keys() == theirs.keys() and all(torch.equal(mine[name], theirs[name].to(mine[name])) for name in mine)
+from argen.model import Transformer, autocast, check_compile, check_precision
+from argen.model_directory import (
+    SAMPLING_DEFAULTS,
+    load_model_directory,
+    same_tokenizer,
+    save_model_directory,
+)
+from argen.orders import Order
+from argen.pipeline_output import PipelineOutput, join_outputs, to_pil
+from argen.samplers import SAMPLERS, SamplingEngine
+from argen.tokenizers import Tokenizer
 
 
 class Pipeline:
@@ -126,8 +39,12 @@ class Pipeline:
     ``tokenizer_fingerprint`` identifies the tokenizer release (set by `from_pretrained`); it is how a refiner for
     collaborative decoding is checked to share this pipeline's tokenizer.
 
-    ``compile=True`` compiles the transformer (`argen.transformer.Transformer.compile`; the first calls of each shape
-    pay the compile time); ``precision="bf16"`` samples under bfloat16 autocast (`argen.transformer.autocast`),
+    The pipeline owns one `argen.samplers.SamplingEngine` for its lifetime (``engine``: what generations share, e.g.
+    the class contexts and first calls); whatever changes the model's weights tells it: `to` does, and code that
+    changes ``pipeline.model`` in place calls `weights_changed`.
+
+    ``compile=True`` compiles the sampling engine (`argen.samplers.SamplingEngine.compile`; the first calls of each
+    shape pay the compile time); ``precision="bf16"`` samples under bfloat16 autocast (`argen.model.autocast`),
     meant for GPUs. Both change floats in the last bits, so a seed may give other ids than in eager fp32.
 
     On a CPU the pipeline stores its tokenizer's conv weights channels-last (faster oneDNN kernels; the tokenizer
@@ -136,20 +53,21 @@ class Pipeline:
 
     def __init__(
         self,
-        tokenizer,
+        tokenizer: Tokenizer,
         model: Transformer,
-        order,
+        order: Order,
         *,
         classes: list[str] | None = None,
         tokenizer_fingerprint: str | None = None,
-        recommended: dict | None = None,
+        recommended: dict[str, float | str] | None = None,
         compile: bool = False,
         precision: str = "fp32",
     ):
         check_precision(precision, next(model.parameters()).device)
+        self.engine = SamplingEngine(model)
         if compile:
             check_compile()
-            model.compile()
+            self.engine.compile()
         self.compiled, self.precision = compile, precision
         if next(tokenizer.parameters()).device.type == "cpu":
             # oneDNN's channels-last convolutions beat the default layout's (im2col) ones on a CPU at these sizes:
@@ -163,7 +81,7 @@ class Pipeline:
         self.classes = classes or []
         self.tokenizer_fingerprint = tokenizer_fingerprint
         # Sampling settings that travel with the model (DIR/sampling.json); a caller's own argument always wins.
-        self.recommended: dict = dict(recommended or {})
+        self.recommended: dict[str, float | str] = dict(recommended or {})
         self._refiners: dict[str, Pipeline] = {}  # refiner directories loaded once for many calls
 
     @classmethod
@@ -178,51 +96,21 @@ class Pipeline:
         """Load ``directory/tokenizer`` and ``directory/generator`` and check that they belong together (``compile``,
         ``precision``: see `Pipeline`)."""
         check_precision(precision, device)
-        directory = Path(directory)
-        if not (directory / "generator" / CONFIG_NAME).is_file():
-            raise ArgenError(
-                f"{directory} is not an argen model directory: it needs generator/ and tokenizer/ "
-                "(made by `argen train`)"
-            )
-        tokenizer, _ = load_tokenizer(directory / "tokenizer")
-        tokenizer = tokenizer.to(device).eval()
-        model, order, document = load_generator(directory / "generator", tokenizer, device=device)
-        extra = document.get("extra", {})
-        expected = extra.get("tokenizer_fingerprint")
-        fingerprint = release_fingerprint(directory / "tokenizer")
-        if expected is not None and expected != fingerprint:
-            raise ArgenError(
-                f"{directory}/tokenizer is not the tokenizer this generator was trained on (fingerprints differ); "
-                "copy the original tokenizer back"
-            )
+        found = load_model_directory(directory, device=device)
         return cls(
-            tokenizer,
-            model,
-            order,
-            classes=extra.get("classes"),
-            tokenizer_fingerprint=fingerprint,
-            recommended=read_recommended_sampling(directory),
-            compile=compile,
+            found.tokenizer, found.model, found.order, classes=found.classes,
+            tokenizer_fingerprint=found.tokenizer_fingerprint, recommended=found.recommended, compile=compile,
             precision=precision,
-        )
+        )  # fmt: skip
 
     def save_pretrained(self, directory: str | Path, *, dtype: torch.dtype | None = None) -> None:
         """Write ``directory/tokenizer`` and ``directory/generator`` (``dtype=torch.float16`` halves the size)."""
-        directory = Path(directory)
-        save_release(
-            directory / "tokenizer", kind="tokenizer", config=self.tokenizer.config,
-            state_dict=self.tokenizer.state_dict(), dtype=dtype,
+        save_model_directory(
+            directory, tokenizer=self.tokenizer, model=self.model, order=self.order, classes=self.classes,
+            recommended=self.recommended, dtype=dtype,
         )  # fmt: skip
-        config = GeneratorConfig(order=self.order.name, transformer=config_to_dict(self.model.config))
-        extra = {"classes": self.classes, "tokenizer_fingerprint": release_fingerprint(directory / "tokenizer")}
-        save_release(
-            directory / "generator", kind=GENERATOR_KIND, config=config, state_dict=self.model.state_dict(),
-            dtype=dtype, extra=extra,
-        )  # fmt: skip
-        if self.recommended:
-            write_recommended_sampling(directory, self.recommended)
 
-    def sampling_settings(self, **given) -> dict:
+    def sampling_settings(self, **given: float | str | None) -> dict[str, float | str]:
         """The sampling settings a call uses: each given (non-None) value, else the model's recommended one
         (DIR/sampling.json), else the library default (no guidance, the whole vocabulary, temperature 1)."""
         return {
@@ -234,6 +122,21 @@ class Pipeline:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def to(self, device: torch.device | str) -> Pipeline:
+        """Move the tokenizer and the model (and loaded refiners) to ``device``; returns the pipeline."""
+        check_precision(self.precision, device)
+        self.tokenizer.to(device)
+        self.model.to(device)
+        for refiner in self._refiners.values():
+            refiner.to(device)
+        self.weights_changed()
+        return self
+
+    def weights_changed(self) -> None:
+        """Tell the sampling engine that the model's weights changed (loaded, trained, cast in place): what it kept
+        from earlier generations is recomputed."""
+        self.engine.invalidate()
+
     def class_index(self, label: int | str) -> int:
         if isinstance(label, str) and not label.lstrip("-").isdigit():
             if label not in self.classes:
@@ -244,9 +147,9 @@ class Pipeline:
             raise ArgenError(f"class {index} is out of range: this model has {self.model.config.num_classes} classes")
         return index
 
-    def refiner_model(self, refiner: Pipeline | str | Path) -> Transformer:
-        """The transformer of ``refiner`` (a Pipeline or a model directory, loaded once) for collaborative decoding,
-        after checking that it continues this pipeline's drafts: the same order on the same tokenizer."""
+    def refiner_engine(self, refiner: Pipeline | str | Path) -> SamplingEngine:
+        """The sampling engine of ``refiner`` (a Pipeline or a model directory, loaded once) for collaborative
+        decoding, after checking that it continues this pipeline's drafts: the same order on the same tokenizer."""
         if not isinstance(refiner, Pipeline):
             key = str(Path(refiner).resolve())
             if key not in self._refiners:
@@ -259,16 +162,18 @@ class Pipeline:
                 f"the refiner generates in {refiner.order.name!r} order and this model in {self.order.name!r}: "
                 f"use a refiner trained with --order {self.order.name}"
             )
-        if not same_tokenizer(self, refiner):
+        if not same_tokenizer(
+            self.tokenizer, self.tokenizer_fingerprint, refiner.tokenizer, refiner.tokenizer_fingerprint
+        ):
             raise ArgenError(
                 "the refiner was trained on another tokenizer than this model (tokenizer fingerprints differ): "
                 "train the refiner on this model's tokenizer"
             )
-        return refiner.model
+        return refiner.engine
 
-    def sampler_options(self, sampler: str, options: dict) -> dict:
+    def sampler_options(self, sampler: str, options: dict[str, object]) -> dict[str, object]:
         """``options`` checked against the sampler's registered ones: the required ones are there, and model
-        options (a refiner's directory or Pipeline) become that model's transformer."""
+        options (a refiner's directory or Pipeline) become that model's sampling engine."""
         info = SAMPLERS.info(sampler)
         required = [option for option in info.options if option.required]
         if any(options.get(option.keyword) is None for option in required):
@@ -277,7 +182,7 @@ class Pipeline:
         options = dict(options)
         for option in info.options:
             if option.model and options.get(option.keyword) is not None:
-                options[option.keyword] = self.refiner_model(options[option.keyword])
+                options[option.keyword] = self.refiner_engine(options[option.keyword])
         return options
 
     @torch.no_grad()
@@ -323,12 +228,12 @@ class Pipeline:
         # leaves it is cloned into ordinary tensors, so that callers may modify the outputs in place.
         with torch.inference_mode(), autocast(self.precision, self.device):
             result = SAMPLERS[sampler](
-                self.model, self.order, self.tokenizer,
+                self.engine, self.order, self.tokenizer,
                 labels=labels, batch_size=None if labels is not None else num_images,
                 **settings, generator=generator, callback=keep_step if return_intermediates else None,
                 **sampler_options,
             )  # fmt: skip
-            latent = getattr(result, "latent", None)  # the sampler's running latent: decoding recomposes nothing
+            latent = result.latent  # the sampler's running latent, when it kept one: decoding recomposes nothing
             decoded = self.tokenizer.decode_latent(latent) if latent is not None else self.tokenizer.decode(result.ids)
             pixels = float_to_images(decoded)
         pixels, ids, steps = pixels.clone(), [grid.clone() for grid in result.ids], [step.clone() for step in steps]
@@ -415,20 +320,4 @@ class Pipeline:
                 )  # fmt: skip
             )
         seconds = time.perf_counter() - started
-        first = outputs[0]
-        steps = range(len(first.intermediate_pixels)) if return_intermediates else range(0)
-        step_pixels = [torch.cat([output.intermediate_pixels[step] for output in outputs]) for step in steps]
-        return PipelineOutput(
-            images=[image for output in outputs for image in output.images],
-            ids=[torch.cat([output.ids[index] for output in outputs]) for index in range(len(first.ids))],
-            labels=labels,
-            forward_passes=sum(output.forward_passes for output in outputs),
-            pixels=torch.cat([output.pixels for output in outputs]),
-            intermediates=[to_pil(pixels) for pixels in step_pixels] if return_intermediates else None,
-            intermediate_pixels=step_pixels if return_intermediates else None,
-            passes_by_model=None if first.passes_by_model is None else {
-                name: sum(output.passes_by_model[name] for output in outputs) for name in first.passes_by_model
-            },
-            batches=len(outputs),
-            seconds=seconds,
-        )  # fmt: skip
+        return join_outputs(outputs, labels=labels, seconds=seconds, intermediates=return_intermediates)

@@ -52,14 +52,14 @@ def measure(
         options = dict(labels=chunk, cfg_scale=cfg_scale, generator=torch.Generator().manual_seed(start))
         began = time.perf_counter()
         if name == "large":
-            output = generate(drafter.model, drafter.order, drafter.tokenizer, **options)
+            output = generate(drafter.engine, drafter.order, drafter.tokenizer, **options)
             split = {"drafter": output.forward_passes, "refiner": 0}
         elif name == "small":
-            output = generate(refiner.model, refiner.order, refiner.tokenizer, **options)
+            output = generate(refiner.engine, refiner.order, refiner.tokenizer, **options)
             split = {"drafter": 0, "refiner": output.forward_passes}
         else:
             output = generate_collaborative(
-                drafter.model, drafter.order, drafter.tokenizer, refiner=refiner.model, draft_steps=draft_steps,
+                drafter.engine, drafter.order, drafter.tokenizer, refiner=refiner.engine, draft_steps=draft_steps,
                 **options,
             )  # fmt: skip
             split = output.passes_by_model
@@ -86,7 +86,7 @@ def bench_order(order_name: str, arguments: argparse.Namespace) -> list[dict]:
     results = []
     drafter = Pipeline.from_pretrained(Path(arguments.drafters) / order_name)
     refiner = Pipeline.from_pretrained(Path(arguments.refiners) / order_name)
-    drafter.refiner_model(refiner)  # same order and tokenizer, or a one-line error before any timing
+    drafter.refiner_engine(refiner)  # same order and tokenizer, or a one-line error before any timing
     num_steps = drafter.order.layout(drafter.tokenizer.grid_shapes).num_steps
     classes = max(1, drafter.model.config.num_classes)
     labels = torch.arange(arguments.images) % classes

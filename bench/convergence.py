@@ -214,7 +214,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
-    from argen.pipeline import write_recommended_sampling
+    from argen.model_directory import write_recommended_sampling
 
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):

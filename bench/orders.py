@@ -49,10 +49,10 @@ import torch
 import torch.nn.functional as F
 from provenance import describe_run, machine_record, start_clock, write_results
 
+from argen.model import Transformer, preset_config
 from argen.orders import ORDERS, build_order, default_tokenizers
 from argen.samplers import generate
 from argen.tokenizers import TokenizerConfig, build_tokenizer
-from argen.transformer import Transformer, preset_config
 
 ORDER_TOKENIZERS = default_tokenizers()  # each order's tokenizer kind, from the order's own file
 NUM_CLASSES = 10

@@ -44,7 +44,7 @@ CHILDREN = {"pipeline": ("feed", "sample", "decode"), "feed": ("forward",), "for
 def install_timers(pipeline) -> collections.Counter:
     """Wrap the functions of `PARTS` with wall-clock timers; returns the counter of inclusive seconds."""
     import argen.samplers.base as base
-    from argen.transformer import Transformer
+    from argen.model import Transformer
 
     seconds: collections.Counter = collections.Counter()
 

@@ -23,10 +23,10 @@ from argen.codec.probabilities import WEIGHT_TABLE, Streams, UndecodableStream
 from argen.codec.residual import RESIDUAL_KIND, ResidualConfig, ResidualModel, stage_map
 from argen.data import float_to_images, images_to_float
 from argen.errors import ArgenError
+from argen.model import Transformer, preset_config
 from argen.orders import ORDERS, build_order
 from argen.pipeline import Pipeline
 from argen.tokenizers import TokenizerConfig, build_tokenizer
-from argen.transformer import Transformer, preset_config
 
 SIZE = 12
 KIND_FOR_ORDER = {"raster": "vq", "scale": "multiscale", "frequency": "frequency", "neighbor": "vq"}

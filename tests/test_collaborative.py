@@ -13,12 +13,12 @@ from test_sampling import NUM_CLASSES, make
 
 from argen.cli import run
 from argen.errors import ArgenError
+from argen.model import Transformer, TransformerConfig
 from argen.orders import build_order
 from argen.pipeline import Pipeline
-from argen.samplers import SAMPLERS, generate, generate_collaborative
+from argen.samplers import SAMPLERS, SamplingEngine, generate, generate_collaborative
 from argen.samplers.logits import cfg_scale_at, guide
 from argen.tokenizers import TokenizerConfig, build_tokenizer
-from argen.transformer import Transformer, TransformerConfig
 
 LABELS = torch.tensor([0, 1, 2])
 ORDERS = ["scale", "frequency"]
@@ -131,6 +131,19 @@ def test_greedy_ids_are_each_models_argmax_on_the_drafted_prefix(name):
             assert torch.equal(forced[network][:, where].argmax(dim=-1), targets[:, where]), (draft_steps, step)
 
 
+class RecordedCalls(SamplingEngine):
+    """An engine that records every call's fed positions and outputs."""
+
+    def __init__(self, model):
+        super().__init__(model)
+        self.calls = []
+
+    def __call__(self, inputs, labels, **options):
+        outputs = super().__call__(inputs, labels, **options)
+        self.calls.append((options["index"], outputs.clone()))
+        return outputs
+
+
 @pytest.mark.parametrize("name", ORDERS)
 def test_refiner_prefill_and_cache_give_its_teacher_forced_outputs(name):
     """Every refiner call (the one-pass prefill of the drafted prefix, then one call per step with its cache) gives
@@ -138,18 +151,13 @@ def test_refiner_prefill_and_cache_give_its_teacher_forced_outputs(name):
     order, tokenizer, model = make(name)
     refiner = small_refiner(order, tokenizer)
     layout = order.layout(tokenizer.grid_shapes)
-    calls = []
-    hook = refiner.register_forward_hook(
-        lambda module, args, kwargs, output: calls.append((kwargs["index"], output.clone())), with_kwargs=True
-    )
-    try:
-        draft_steps = 2
-        output = generate_collaborative(
-            model, order, tokenizer, refiner=refiner, draft_steps=draft_steps, labels=LABELS, cfg_scale=2.0,
-            generator=seeded(5),
-        )  # fmt: skip
-    finally:
-        hook.remove()
+    recorded = RecordedCalls(refiner)
+    draft_steps = 2
+    output = generate_collaborative(
+        model, order, tokenizer, refiner=recorded, draft_steps=draft_steps, labels=LABELS, cfg_scale=2.0,
+        generator=seeded(5),
+    )  # fmt: skip
+    calls = recorded.calls
     prefix = torch.cat(layout.inputs_of_step[: draft_steps + 1])
     assert torch.equal(calls[0][0], prefix)  # the prefill: steps 0 .. N in one call
     assert [index.tolist() for index, _ in calls[1:]] == [
@@ -157,7 +165,7 @@ def test_refiner_prefill_and_cache_give_its_teacher_forced_outputs(name):
     ]
     inputs, _ = order.train_inputs(output.ids, tokenizer)
     labels = torch.cat([LABELS, torch.full_like(LABELS, NUM_CLASSES)])
-    full = refiner(torch.cat([inputs, inputs]), labels, layout=layout, guidance=2.0)  # guided, as the sampler asks
+    full = SamplingEngine(refiner)(torch.cat([inputs, inputs]), labels, layout=layout, guidance=2.0)  # guided
     for index, outputs in calls:
         assert torch.allclose(outputs, full[:, index], atol=1e-5)
 
@@ -276,9 +284,9 @@ def test_pipelines_built_in_memory_compare_tokenizer_weights():
     drafter = Pipeline(drafter_tokenizer, model, order)
     twin = Pipeline(copy.deepcopy(drafter_tokenizer), model, order)
     stranger = Pipeline(tiny_tokenizer("frequency", seed=1), model, order)
-    assert drafter.refiner_model(twin) is model
+    assert drafter.refiner_engine(twin) is twin.engine and twin.engine.model is model
     with pytest.raises(ArgenError, match="another tokenizer"):
-        drafter.refiner_model(stranger)
+        drafter.refiner_engine(stranger)
 
 
 def test_cli_sample_collaborative(model_directories, tmp_path, capsys):

@@ -11,11 +11,11 @@ from argen.cli import run
 from argen.data import float_to_images, images_to_float
 from argen.data.masks import as_masks, box_mask, fill_masked, known_cells
 from argen.errors import ArgenError
+from argen.model import Transformer, TransformerConfig
 from argen.orders import ORDERS, build_order
 from argen.pipeline import Pipeline
 from argen.samplers.forced import can_requantize, generate_forced, requantizer, resample
 from argen.tokenizers import TokenizerConfig, build_tokenizer
-from argen.transformer import Transformer, TransformerConfig
 
 TOKENIZER_FOR = {"raster": "vq", "neighbor": "vq", "scale": "multiscale", "frequency": "frequency"}
 SIZE = 16

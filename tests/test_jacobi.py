@@ -13,10 +13,10 @@ from test_sampling import NUM_CLASSES, make
 from torch import Tensor, nn
 
 from argen.errors import ArgenError
+from argen.model import KVCache, TransformerConfig
 from argen.orders import build_order
-from argen.samplers import SAMPLERS, generate, generate_jacobi, jacobi
+from argen.samplers import SAMPLERS, SamplingEngine, generate, generate_jacobi, jacobi
 from argen.samplers.logits import filter_top_k, guide
-from argen.transformer import KVCache, TransformerConfig
 
 LABELS = torch.tensor([0, 1, 2])
 
@@ -139,11 +139,15 @@ class StubModel(nn.Module):
             for head, target in enumerate(self.predicts[position].tolist()):
                 if target >= 0:
                     outputs[:, i, head] = self.logits_of(target, fed, labels)
-        if guidance is not None:  # the transformer's contract: 2B rows in, B guided rows out
+        if guidance is not None:  # the engine's contract: 2B rows in, B guided rows out
             scale = torch.as_tensor(guidance, dtype=outputs.dtype).reshape(1, -1, 1, 1)
             cond, uncond = outputs.chunk(2)
             outputs = guide(cond, uncond, scale)
         return outputs if self.config.num_heads_out > 1 else outputs[:, :, 0]
+
+    def engine(self) -> SamplingEngine:
+        """The stub as the samplers run it: an engine whose calls are the stub's own forward (guidance included)."""
+        return StubEngine(self)
 
     def joint(self, *, label: int | None, cfg_scale: float, temperature: float, top_k: int) -> Tensor:
         """(V^T,) exact probability of each outcome, outcome index Σ_t x_t · V^t over targets in target order."""
@@ -174,6 +178,13 @@ DISTRIBUTION_CASES = {
 }
 
 
+class StubEngine(SamplingEngine):
+    """Runs `StubModel.forward`, which has the engine's call signature, instead of a transformer's parts."""
+
+    def __call__(self, inputs, labels, *, layout, index=None, cache=None, guidance=None):
+        return self.model(inputs, labels, layout=layout, index=index, cache=cache, guidance=guidance)
+
+
 def chi_square_of_sampler(case: str, sampler=generate_jacobi) -> float:
     """p-value of a χ² goodness-of-fit test of ``SAMPLES`` samples from ``sampler`` against the exact joint."""
     name, grid, vocab, window, init, cfg_scale, temperature, top_k = DISTRIBUTION_CASES[case]
@@ -182,8 +193,8 @@ def chi_square_of_sampler(case: str, sampler=generate_jacobi) -> float:
     model = StubModel(order, tokenizer, num_classes=2, seed=sum(map(ord, case)))
     label = 1
     output = sampler(
-        model, order, tokenizer, labels=torch.full((SAMPLES,), label), cfg_scale=cfg_scale, temperature=temperature,
-        top_k=top_k, window=window, init=init, generator=seeded(0),
+        model.engine(), order, tokenizer, labels=torch.full((SAMPLES,), label), cfg_scale=cfg_scale,
+        temperature=temperature, top_k=top_k, window=window, init=init, generator=seeded(0),
     )  # fmt: skip
     targets = order.targets(output.ids)  # (N, T)
     outcomes = (targets * vocab ** torch.arange(targets.shape[1])).sum(dim=1)
@@ -251,25 +262,26 @@ def test_seeds_make_sampling_reproducible(name):
 # -- KV cache rollback ---------------------------------------------------------------------------------------------
 
 
-class CacheSnapshots:
-    """Records, at the start of every model call, the cache's length, keys, values and steps, and the call's size."""
+class CacheSnapshots(SamplingEngine):
+    """An engine that records, at the start of every model call, the cache's length, keys, values and steps, and the
+    call's size."""
 
     def __init__(self, model):
+        super().__init__(model)
         self.calls = []
-        model.register_forward_pre_hook(self.record, with_kwargs=True)
 
-    def record(self, module, args, kwargs):
-        cache = kwargs["cache"]
+    def __call__(self, inputs, labels, *, cache, **options):
         length = cache.length
         self.calls.append(
             {
                 "length": length,
-                "fed": args[0].shape[1],
+                "fed": inputs.shape[1],
                 "keys": cache.keys[:, :, :, :length].clone(),
                 "values": cache.values[:, :, :, :length].clone(),
                 "steps": cache.steps[:length].clone(),
             }
         )
+        return super().__call__(inputs, labels, cache=cache, **options)
 
 
 @pytest.mark.parametrize("name", ["raster", "neighbor"])
@@ -277,7 +289,7 @@ def test_rolled_back_cache_equals_a_cache_of_the_accepted_tokens(name):
     order, tokenizer, model = make(name)
     layout = order.layout(tokenizer.grid_shapes)
     snapshots = CacheSnapshots(model)
-    output = generate_jacobi(model, order, tokenizer, labels=LABELS, cfg_scale=2.0, window=3, generator=seeded(0))
+    output = generate_jacobi(snapshots, order, tokenizer, labels=LABELS, cfg_scale=2.0, window=3, generator=seeded(0))
     calls = snapshots.calls
     assert len(calls) == output.forward_passes
     # Some call fed positions that the next one no longer finds in the cache: drafts were rejected and rolled back.

@@ -8,7 +8,8 @@ import torch
 from test_collaborative import save_model_directory, tiny_tokenizer
 
 from argen.errors import ArgenError
-from argen.pipeline import SAMPLING_DEFAULTS, Pipeline, read_recommended_sampling
+from argen.model_directory import SAMPLING_DEFAULTS, read_recommended_sampling
+from argen.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")

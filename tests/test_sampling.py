@@ -9,10 +9,10 @@ import torch
 from test_orders import KIND_FOR_ORDER, FakeTokenizer
 
 from argen.errors import ArgenError
+from argen.model import Transformer, preset_config
 from argen.orders import ORDERS, build_order
 from argen.samplers import SAMPLERS, generate
 from argen.samplers.logits import cfg_scale_at, filter_top_k, filter_top_p, guide, sample
-from argen.transformer import Transformer, preset_config
 
 NUM_CLASSES = 3
 
@@ -73,11 +73,13 @@ def test_callback_previews_end_at_the_decoded_image(name):
 
 
 class BatchSizes:
-    """Records the batch size of every model call."""
+    """Records the batch size of every model call (each call embeds its inputs once; the sampling engine calls the
+    model's parts, not its forward)."""
 
     def __init__(self, model):
         self.sizes = []
-        model.register_forward_pre_hook(lambda module, args: self.sizes.append(args[0].shape[0]))
+        embed = model.feature_proj if model.config.feature_dim else model.token_embed
+        embed.register_forward_pre_hook(lambda module, args: self.sizes.append(args[0].shape[0]))
 
 
 @pytest.mark.parametrize("name", list(ORDERS))

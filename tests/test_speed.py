@@ -14,14 +14,14 @@ from test_orders import KIND_FOR_ORDER, FakeTokenizer
 from test_sampling import LABELS, make, seeded
 
 from argen.errors import ArgenError
+from argen.model import KVCache, Transformer, TransformerConfig, autocast, check_compile, check_precision
 from argen.orders import ORDERS, build_order
 from argen.orders.base import Order, StepInputs
 from argen.orders.scale import CoarseToFineOrder
 from argen.pipeline import Pipeline
-from argen.samplers import SAMPLERS, generate, generate_jacobi
+from argen.samplers import SAMPLERS, SamplingEngine, generate, generate_jacobi
 from argen.samplers.logits import draw_by_cdf, final_distribution, sample
 from argen.tokenizers import TokenizerConfig, build_tokenizer
-from argen.transformer import KVCache, Transformer, TransformerConfig, autocast, check_compile, check_precision
 
 TOKENIZER_FOR = {"raster": "vq", "neighbor": "fsq", "scale": "multiscale", "frequency": "frequency"}
 
@@ -52,6 +52,10 @@ def plain_loop(monkeypatch):
         for order in (Order, CoarseToFineOrder):
             monkeypatch.setattr(order, "decoding_inputs", lambda self, tokenizer: StepInputs(self, tokenizer))
         monkeypatch.setattr(KVCache, "memo", property(lambda self: {}, lambda self, value: None), raising=False)
+        # Nor anything kept across generations by the engine: every context and first call computed afresh.
+        monkeypatch.setattr(SamplingEngine, "_start_key", lambda self, *args: None)
+        fresh = lambda self, labels, batch, device, layout: self.model.context(labels, batch, device, layout)  # noqa: E731
+        monkeypatch.setattr(SamplingEngine, "_kept_context", fresh)
         monkeypatch.setattr(KVCache, "last_step", property(lambda self: 10**9))
 
     return install
@@ -160,10 +164,11 @@ def test_top_k_rows_rejected_twice_are_drawn_among_their_candidates():
 
 
 @pytest.mark.parametrize("name", list(ORDERS))
-def test_guidance_inside_the_model_equals_guiding_its_logits(name):
-    """The model guides the head-normed features before its (linear, bias-free) output layers: the same logits as
-    guiding the 2B rows' logits, with one scale or one per position, cached or not."""
+def test_guidance_before_the_output_layers_equals_guiding_the_logits(name):
+    """The engine guides the head-normed features before the model's (linear, bias-free) output layers: the same
+    logits as guiding the 2B rows' logits, with one scale or one per position, cached or not."""
     order, tokenizer, model = make(name)
+    engine = SamplingEngine(model)
     layout = order.layout(tokenizer.grid_shapes)
     inputs, _ = order.train_inputs(tokenizer.random_ids(3), tokenizer)
     labels = torch.cat([LABELS, torch.full_like(LABELS, 3)])
@@ -174,7 +179,7 @@ def test_guidance_inside_the_model_equals_guiding_its_logits(name):
         for scale in (2.5, per_position):
             shaped = scale if isinstance(scale, float) else scale.view(1, -1, *([1] * (cond.dim() - 2)))
             expected = uncond + shaped * (cond - uncond)
-            guided = model(doubled, labels, layout=layout, guidance=scale)
+            guided = engine(doubled, labels, layout=layout, guidance=scale)
             assert guided.shape == expected.shape
             assert torch.allclose(guided, expected, atol=1e-5, rtol=1e-4)
         cache = model.new_cache(6, capacity=layout.length)
@@ -182,10 +187,10 @@ def test_guidance_inside_the_model_equals_guiding_its_logits(name):
         for step in range(layout.num_steps):
             index = layout.inputs_of_step[step]
             step_inputs = doubled[:, index]
-            outputs = model(step_inputs, labels, layout=layout, index=index, cache=cache, guidance=2.5)
+            outputs = engine(step_inputs, labels, layout=layout, index=index, cache=cache, guidance=2.5)
             assert torch.allclose(outputs, expected[:, index], atol=1e-5, rtol=1e-4)
         with pytest.raises(ArgenError, match="2B rows"):
-            model(inputs, LABELS, layout=layout, guidance=2.0)
+            engine(inputs, LABELS, layout=layout, guidance=2.0)
 
 
 def test_inverse_cdf_draws_follow_the_distribution_and_never_pick_zero_probability():
@@ -222,10 +227,13 @@ def test_compiled_training_step_and_cached_sampling_match_eager():
     assert torch.allclose(compiled_loss, eager_loss, atol=1e-5)
     assert all(torch.allclose(a, b, atol=1e-5, rtol=1e-4) for a, b in zip(compiled_grads, eager_grads))
     model.eval()
-    compiled = generate(model, order, tokenizer, labels=LABELS, cfg_scale=2.0, temperature=0.0)
     model.compile(False)
-    eager = generate(model, order, tokenizer, labels=LABELS, cfg_scale=2.0, temperature=0.0)
+    engine = SamplingEngine(model).compile()
+    compiled = generate(engine, order, tokenizer, labels=LABELS, cfg_scale=2.0, temperature=0.0)
+    again = generate(engine, order, tokenizer, labels=LABELS, cfg_scale=2.0, temperature=0.0)  # kept first call
+    eager = generate(engine.compile(False), order, tokenizer, labels=LABELS, cfg_scale=2.0, temperature=0.0)
     assert all(torch.equal(a, b) for a, b in zip(compiled.ids, eager.ids))
+    assert all(torch.equal(a, b) for a, b in zip(again.ids, eager.ids))
 
 
 def test_bf16_autocast_stays_close_to_fp32_and_keeps_the_sampler_equivalences():
@@ -375,83 +383,126 @@ def test_fit_trains_under_bf16_and_resumes_across_speed_settings(tmp_path):
         fit(make_task(), training(tmp_path / "other", precision="fp8"))
 
 
-def test_context_kept_across_generations_follows_the_weights():
-    """A later generation reuses the class context only while its weights are unchanged: after an in-place update
-    or a load_state_dict it samples what a freshly built model with those weights samples."""
+def same_ids(first, second) -> bool:
+    return all(torch.equal(a, b) for a, b in zip(first.ids, second.ids, strict=True))
+
+
+def test_context_kept_across_generations_is_recomputed_when_the_weights_change():
+    """The engine reuses a generation's class context for the next one with the same labels and layout; after its
+    owner says the weights changed (`invalidate`), it samples what a fresh engine samples. Without being told it
+    would reuse the old context: the reuse is real, and telling it is what keeps it right."""
     order, tokenizer, model = make("scale")
+    engine = SamplingEngine(model)
     options = dict(labels=LABELS, cfg_scale=2.0, temperature=0.0)
-    first = generate(model, order, tokenizer, **options)
-    assert len(model._contexts) == 1
-    assert all(torch.equal(a, b) for a, b in zip(first.ids, generate(model, order, tokenizer, **options).ids))
+    first = generate(engine, order, tokenizer, **options)
+    assert len(engine._contexts) == 1
+    assert same_ids(first, generate(engine, order, tokenizer, **options))
     changed = {name: tensor + 0.5 * torch.randn_like(tensor) for name, tensor in model.state_dict().items()}
-    fresh = Transformer(model.config).eval()
-    fresh.load_state_dict(changed)
-    expected = generate(fresh, order, tokenizer, **options)
     model.load_state_dict(changed)
-    after_load = generate(model, order, tokenizer, **options)
-    assert all(torch.equal(a, b) for a, b in zip(after_load.ids, expected.ids))
-    with torch.no_grad():
-        model.class_embed.weight.mul_(-3.0)
-        fresh.class_embed.weight.mul_(-3.0)
-    fresh._contexts.clear()
-    after_step = generate(model, order, tokenizer, **options)
-    assert all(torch.equal(a, b) for a, b in zip(after_step.ids, generate(fresh, order, tokenizer, **options).ids))
-    assert not all(torch.equal(a, b) for a, b in zip(after_step.ids, after_load.ids))  # the change mattered
+    stale = generate(engine, order, tokenizer, **options)
+    expected = generate(model, order, tokenizer, **options)  # a bare model: a fresh engine
+    assert not same_ids(stale, expected)  # the kept context and first call are the old weights'
+    engine.invalidate()
+    assert same_ids(generate(engine, order, tokenizer, **options), expected)
     # A context computed in fp32 is not served to a bf16 generation (nor the reverse): each has its own.
-    kept = len(model._contexts)
+    kept = len(engine._contexts)
     with autocast("bf16", "cpu"):
-        low = generate(model, order, tokenizer, **options)
-        fresh._contexts.clear()
-        assert all(torch.equal(a, b) for a, b in zip(low.ids, generate(fresh, order, tokenizer, **options).ids))
-    assert len(model._contexts) == kept + 1
+        low = generate(engine, order, tokenizer, **options)
+        assert same_ids(low, generate(model, order, tokenizer, **options))
+    assert len(engine._contexts) == kept + 1
+
+
+def test_pipeline_invalidates_its_engine_when_its_weights_change():
+    pipeline = real_pipeline("scale")
+    first = pipeline([0, 1], seed=0, cfg_scale=2.0)
+    assert pipeline.engine._contexts and pipeline.engine._starts
+    pipeline.to("cpu")
+    assert not pipeline.engine._contexts and not pipeline.engine._starts
+    with torch.no_grad():
+        pipeline.model.class_embed.weight.mul_(-3.0)
+    pipeline.weights_changed()
+    changed = pipeline([0, 1], seed=0, cfg_scale=2.0)
+    fresh = Pipeline(pipeline.tokenizer, pipeline.model, pipeline.order)([0, 1], seed=0, cfg_scale=2.0)
+    assert same_ids(changed, fresh) and not same_ids(changed, first)
+
+
+REQUESTS = [
+    dict(labels=LABELS, cfg_scale=2.0),
+    dict(labels=LABELS.flip(0), cfg_scale=2.0),
+    dict(labels=LABELS, cfg_scale=3.0),
+    dict(labels=LABELS, cfg_scale=3.0, cfg_schedule="linear"),
+    dict(labels=LABELS, cfg_scale=1.0),
+    dict(labels=LABELS[:2], cfg_scale=2.0),
+    dict(batch_size=3),
+    dict(labels=LABELS, cfg_scale=2.0),
+]
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_one_engine_across_requests_samples_what_fresh_engines_sample(name):
+    """Requests that differ in labels, guidance, schedule and batch, through one engine (its kept contexts and first
+    calls keyed by them) and each through a fresh one: bit-identical ids. Wrong keys would serve one request another's
+    context or first call."""
+    order, tokenizer, model = make(name)
+    engine = SamplingEngine(model)
+    for sampler in SAMPLERS:
+        if not SAMPLERS.info(sampler).supports(order):
+            continue
+        options = {"refiner": model, "draft_steps": 2} if sampler == "collaborative" else {}
+        for seed, request in enumerate(REQUESTS):
+            if request.get("labels") is None and model.config.num_classes and request.get("cfg_scale", 1.0) != 1.0:
+                continue
+            kept = SAMPLERS[sampler](engine, order, tokenizer, generator=seeded(seed), **request, **options)
+            fresh = SAMPLERS[sampler](model, order, tokenizer, generator=seeded(seed), **request, **options)
+            assert same_ids(kept, fresh), (sampler, request)
+    assert len(engine._starts) > 1 and len(engine._contexts) > 1
 
 
 @pytest.mark.parametrize("name", ["raster", "scale", "neighbor"])
 def test_first_call_kept_across_generations_is_the_same_call(name):
-    """A generation's first call (step 0 only: start tokens) is kept on the model and served to the next generation
-    with the same labels, guidance and weights: the same outputs and cache contents bit for bit, without the call;
-    other labels, other step-0 ids or weights changed in place are computed afresh."""
+    """A generation's first call (step 0 only: start tokens) is kept by the engine and served to the next generation
+    with the same labels and guidance: the same outputs and cache contents bit for bit, without the call; other
+    labels, other guidance or other step-0 ids are computed afresh, and nothing is kept outside sampling."""
     from argen.samplers.base import feed, prepare_request
 
     order, tokenizer, model = make(name)
+    engine = SamplingEngine(model)
     layout = order.layout(tokenizer.grid_shapes)
     calls = []
-    body = model._body
-    model._body = lambda *arguments: calls.append(1) or body(*arguments)
+    body = engine._body
+    engine._body = lambda *arguments: calls.append(1) or body(*arguments)
 
-    def first_call(labels=LABELS, ids=None):
-        request = prepare_request(model, order, tokenizer, labels=labels, cfg_scale=2.0)
-        cache = model.new_cache(request.rows, capacity=layout.length)
+    def first_call(labels=LABELS, cfg_scale=2.0):
+        request = prepare_request(model, order, tokenizer, labels=labels, cfg_scale=cfg_scale)
+        cache = engine.new_cache(request.rows, capacity=layout.length)
         with torch.inference_mode():
-            outputs = feed(model, order, tokenizer, request, ids or request.empty_ids(), first=0, last=0, cache=cache)
+            outputs = feed(engine, order, tokenizer, request, request.empty_ids(), first=0, last=0, cache=cache)
         return outputs, cache.keys[:, :, :, : cache.length], cache.values[:, :, :, : cache.length]
 
     computed = first_call()
     served = first_call()
-    assert len(calls) == 1 and len(model._starts) == 1
+    assert len(calls) == 1 and len(engine._starts) == 1
     assert all(torch.equal(a, b) for a, b in zip(computed, served, strict=True))
-    model._starts.clear()
+    engine.invalidate()
     assert all(torch.equal(a, b) for a, b in zip(computed, first_call(), strict=True)) and len(calls) == 2
     first_call(labels=LABELS.flip(0))
     assert len(calls) == 3  # other labels: another key
-    with torch.no_grad():
-        model.blocks[0].attention.qkv.weight.mul_(1.5)
-    changed = first_call()
-    assert len(calls) == 4 and not torch.equal(changed[0], computed[0])
+    first_call(cfg_scale=3.0)
+    assert len(calls) == 4  # other guidance: another key
     if order.input_kind != "features":  # ids at step 0 are part of the key (features are replaced by start)
         request = prepare_request(model, order, tokenizer, labels=LABELS, cfg_scale=2.0)
         index = layout.inputs_of_step[0]
         for start in (model.config.vocab_size, 0):
-            cache = model.new_cache(request.rows, capacity=layout.length)
+            cache = engine.new_cache(request.rows, capacity=layout.length)
             with torch.inference_mode():
-                model(torch.full((request.rows, len(index)), start), torch.cat([LABELS, LABELS.new_full(LABELS.shape,
-                      model.config.num_classes)]), layout=layout, index=index, cache=cache)  # fmt: skip
-        assert len(calls) == 6
+                engine(torch.full((request.rows, len(index)), start), request.labels, layout=layout, index=index,
+                       cache=cache, guidance=2.0)  # fmt: skip
+        assert len(calls) == 5  # the start token is what first_call fed (served); id 0 is another key
     model.train()  # nothing is kept outside sampling
-    kept = len(model._starts)
+    kept = len(engine._starts)
     first_call()
     first_call()
-    assert len(model._starts) == kept
+    assert len(engine._starts) == kept
 
 
 def test_keep_freed_memory_stops_page_faults_in_a_repeated_step():

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from test_orders import KIND_FOR_ORDER, FakeTokenizer, ids_of_steps
 
 from argen.errors import ArgenError
+from argen.model import PRESETS, Transformer, TransformerConfig, preset_config
 from argen.orders import ORDERS, build_order
-from argen.transformer import PRESETS, Transformer, TransformerConfig, preset_config
 
 NUM_CLASSES = 3
 
@@ -199,3 +201,45 @@ def test_checkpoints_with_the_old_parameter_names_load(tmp_path):
         assert today.keys() == state.keys()
         assert all(torch.equal(today[key].to(state[key].dtype), state[key]) for key in state), name
         assert len(model.output_heads) == model.config.num_heads_out
+
+
+# -- the model keeps nothing between calls -------------------------------------------------------------------------
+
+# What nn.Module itself keeps per module; the test compares every other attribute of every submodule.
+MODULE_STATE = {"_parameters", "_buffers", "_modules"}
+
+
+def attributes(model: torch.nn.Module) -> dict[str, dict]:
+    """Every module's attributes other than its parameters, buffers and submodules (copied: a dict that grows during
+    a call differs from its snapshot)."""
+    return {
+        name: {key: copy.copy(value) for key, value in vars(module).items() if key not in MODULE_STATE}
+        for name, module in model.named_modules()
+    }
+
+
+@pytest.mark.parametrize("name", list(ORDERS))
+def test_sampling_twice_leaves_the_models_attributes_unchanged(name):
+    """Sampled twice through a Pipeline and through every sampler function, the transformer (and each of its
+    submodules) has the attributes it had before: nothing but parameters, buffers and its config survives a call."""
+    from test_speed import real_pipeline
+
+    from argen.samplers import SAMPLERS
+
+    pipeline = real_pipeline(name)
+    refiner = real_pipeline(name, seed=1, width=16, depth=1)
+    refiner.tokenizer = pipeline.tokenizer
+    model = pipeline.model
+    before = attributes(model)
+    # Beyond torch's own bookkeeping, the model holds its config and the training-compile switch, nothing else.
+    assert set(before[""]) - set(vars(torch.nn.Module())) == {"config", "_compiled"}
+    for sampler in SAMPLERS:
+        if not SAMPLERS.info(sampler).supports(pipeline.order):
+            continue
+        options = {"refiner": refiner, "draft_steps": 2} if sampler == "collaborative" else {}
+        for _ in range(2):
+            pipeline([0, 1], seed=0, cfg_scale=2.0, sampler=sampler, **options)
+            SAMPLERS[sampler](model, pipeline.order, pipeline.tokenizer, labels=torch.tensor([0, 1]), cfg_scale=2.0,
+                              **({"refiner": refiner.model, "draft_steps": 2} if options else {}))  # fmt: skip
+            assert attributes(model) == before, sampler
+    assert pipeline.engine._contexts  # the reuse lives in the pipeline's engine instead

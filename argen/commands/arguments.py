@@ -83,8 +83,8 @@ def order_choices() -> str:
 
 
 def add_preset_argument(parser: argparse.ArgumentParser, *, default: str) -> None:
-    """--preset, one of `argen.transformer.PRESETS`."""
-    from argen.transformer import PRESETS
+    """--preset, one of `argen.model.PRESETS`."""
+    from argen.model import PRESETS
 
     sizes = ", ".join(f"{name} ({', '.join(f'{key} {value}' for key, value in fields.items())})"
                       for name, fields in PRESETS.items())  # fmt: skip
@@ -153,7 +153,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, **defaults: object) 
 
 def add_speed_arguments(parser: argparse.ArgumentParser) -> None:
     """--compile and --precision (training and sampling)."""
-    from argen.transformer import PRECISIONS
+    from argen.model import PRECISIONS
 
     group = parser.add_argument_group("speed")
     group.add_argument(

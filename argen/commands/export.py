@@ -29,7 +29,8 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
     generator's record of it is rewritten; the pair is loaded once at the end to prove it still fits together.
     """
     from argen.checkpoint import export_release, release_fingerprint
-    from argen.pipeline import Pipeline, read_recommended_sampling, write_recommended_sampling
+    from argen.model_directory import read_recommended_sampling, write_recommended_sampling
+    from argen.pipeline import Pipeline
 
     source, destination = Path(source), Path(destination)
     Pipeline.from_pretrained(source)  # refuse a broken or mismatched source before writing anything
@@ -50,7 +51,7 @@ def export_model(source: str | Path, destination: str | Path, *, dtype=None) -> 
 def read_chosen_by(directory: Path) -> str | None:
     import json
 
-    from argen.pipeline import SAMPLING_NAME
+    from argen.model_directory import SAMPLING_NAME
 
     return json.loads((directory / SAMPLING_NAME).read_text()).get("chosen_by")
 

@@ -252,7 +252,8 @@ def _open_model(
     precision: str, progress: bool,
 ):  # fmt: skip
     """(the model directory's Pipeline, the sampling settings with the model's recommendations filling the gaps)."""
-    from argen.pipeline import SAMPLING_DEFAULTS, Pipeline
+    from argen.model_directory import SAMPLING_DEFAULTS
+    from argen.pipeline import Pipeline
 
     pipeline = Pipeline.from_pretrained(model, device=device, compile=compile, precision=precision)
     # The model's recommended settings fill what the caller left out, and the results record what was used.

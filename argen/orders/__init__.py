@@ -21,12 +21,15 @@ A trainer and a sampler use an order the same way (see `base.Order`)::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from argen.orders.base import ORDERS, Layout, Order, block_causal_mask, register_order
 
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
 
-def build_order(name: str, tokenizer: Any) -> Order:
+
+def build_order(name: str, tokenizer: TokenizerProtocol) -> Order:
     """The order ``name`` for ``tokenizer``; ArgenError if the name is unknown or the tokenizer does not fit it."""
     order = ORDERS.lookup(name)()
     order.check_tokenizer(tokenizer)

@@ -22,13 +22,26 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import torch
 from torch import Tensor
 
 from argen.errors import ArgenError
 from argen.registry import DEFAULT_RANK, Registry
+
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
+
+
+class ModelSettings(Protocol):
+    """What an order checks of a transformer's config (`argen.model.TransformerConfig` has these fields)."""
+
+    vocab_size: int
+    feature_dim: int
+    num_heads_out: int
+    max_steps: int
+    max_grid: int
 
 
 def block_causal_mask(step_of: Tensor, key_steps: Tensor | None = None) -> Tensor:
@@ -119,8 +132,8 @@ def check_ids(ids: list[Tensor], grid_shapes: list[tuple[int, int]] | tuple[tupl
             )
 
 
-def tokenizer_kind(tokenizer: Any) -> str:
-    return str(getattr(getattr(tokenizer, "config", None), "kind", "unknown"))
+def tokenizer_kind(tokenizer: TokenizerProtocol) -> str:
+    return str(tokenizer.config.kind)
 
 
 class Order:
@@ -167,28 +180,28 @@ class Order:
     def _build_layout(self, grid_shapes: tuple[tuple[int, int], ...]) -> Layout:
         raise NotImplementedError
 
-    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    def train_inputs(self, ids: list[Tensor], tokenizer: TokenizerProtocol) -> tuple[Tensor, Tensor]:
         """Teacher forcing: ids → (inputs (B, L) or (B, L, F), targets (B, L)) for the whole sequence."""
         raise NotImplementedError
 
-    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         """Inputs of the sequence positions fed at ``step``, (B, L_s) or (B, L_s, F), from the ids of steps < step.
 
         Grid cells of steps ≥ ``step`` are never read, so ``ids`` may hold anything there.
         """
         raise NotImplementedError
 
-    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+    def preview(self, ids: list[Tensor], step: int, tokenizer: TokenizerProtocol) -> Tensor:
         """Images (B, C, H, W) decoded from what the first ``step`` steps produced (0: nothing, S: everything)."""
         raise NotImplementedError
 
-    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         """The inputs of steps ``first`` .. ``last`` in one tensor, (B, L', ...): ``step_inputs`` concatenated (an
         order may build them at once, as raster slices its shifted ids)."""
         inputs = [self.step_inputs(step, ids, tokenizer) for step in range(first, last + 1)]
         return inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=1)
 
-    def decoding_inputs(self, tokenizer: Any) -> StepInputs:
+    def decoding_inputs(self, tokenizer: TokenizerProtocol) -> StepInputs:
         """A fresh `StepInputs` for one generation: what the samplers call instead of `step_inputs` (an order may
         keep state across the steps of one generation there, as coarse-to-fine orders keep the running latent)."""
         return StepInputs(self, tokenizer)
@@ -215,7 +228,7 @@ class Order:
                 self._layouts[key] = self._build_layout(key)
         return self._layouts[key]
 
-    def check_tokenizer(self, tokenizer: Any) -> None:
+    def check_tokenizer(self, tokenizer: TokenizerProtocol) -> None:
         """ArgenError, naming the tokenizer kind needed, unless this order can work with ``tokenizer``."""
         kind = tokenizer_kind(tokenizer)
         needed = " or ".join(self.tokenizer_kinds)
@@ -229,11 +242,11 @@ class Order:
                 f"order {self.name!r} needs a single-grid tokenizer, got {len(tokenizer.grid_shapes)} grids"
             )
 
-    def start_tokens(self, grid: Tensor, tokenizer: Any) -> Tensor:
+    def start_tokens(self, grid: Tensor, tokenizer: TokenizerProtocol) -> Tensor:
         """(B, 1) start-token ids (id ``codebook_size``) for a batch like ``grid``: what every id order feeds first."""
         return grid.new_full((grid.shape[0], 1), int(tokenizer.codebook_size))
 
-    def shifted_train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    def shifted_train_inputs(self, ids: list[Tensor], tokenizer: TokenizerProtocol) -> tuple[Tensor, Tensor]:
         """Teacher forcing for orders that feed target p's id at position p + 1 (raster, neighbor): the targets
         shifted right behind a start token, and the targets, both (B, L)."""
         check_ids(ids, tokenizer.grid_shapes)
@@ -256,7 +269,7 @@ class Order:
         sizes = [h * w for h, w in layout.grid_shapes]
         return [part.reshape(-1, h, w) for part, (h, w) in zip(flat.split(sizes, dim=1), layout.grid_shapes)]
 
-    def feature_dim(self, tokenizer: Any) -> int:
+    def feature_dim(self, tokenizer: TokenizerProtocol) -> int:
         """F of feature inputs (the tokenizer's latent channels), 0 for orders that feed ids."""
         if self.input_kind != "features":
             return 0
@@ -275,7 +288,7 @@ class Order:
             pass
         return dim
 
-    def model_settings(self, tokenizer: Any) -> dict[str, int]:
+    def model_settings(self, tokenizer: TokenizerProtocol) -> dict[str, int]:
         """The `TransformerConfig` fields this order and tokenizer dictate, to pass as keyword arguments."""
         layout = self.layout(tokenizer.grid_shapes)
         return {
@@ -286,7 +299,7 @@ class Order:
             "max_grid": layout.max_grid,
         }
 
-    def check_model(self, config: Any, tokenizer: Any) -> None:
+    def check_model(self, config: ModelSettings, tokenizer: TokenizerProtocol) -> None:
         """ArgenError if a transformer with ``config`` cannot run this order on ``tokenizer``."""
         settings = self.model_settings(tokenizer)
         problems = []
@@ -302,7 +315,7 @@ class Order:
                 "build its config with order.model_settings(tokenizer)"
             )
 
-    def _masked_preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+    def _masked_preview(self, ids: list[Tensor], step: int, tokenizer: TokenizerProtocol) -> Tensor:
         """Single-grid preview: the latent of the whole grid with the code vectors of later steps zeroed."""
         layout = self.layout(tokenizer.grid_shapes)
         (h, w), batch = layout.grid_shapes[0], ids[0].shape[0]
@@ -323,7 +336,7 @@ class StepInputs:
     are final once step s has been fed (true of every sampler that feeds it), which lets it keep work across steps.
     """
 
-    def __init__(self, order: Order, tokenizer: Any) -> None:
+    def __init__(self, order: Order, tokenizer: TokenizerProtocol) -> None:
         self.order, self.tokenizer = order, tokenizer
 
     def __call__(self, step: int, ids: list[Tensor]) -> Tensor:

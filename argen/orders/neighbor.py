@@ -26,12 +26,15 @@ targets shifted right behind a start token, as in raster order but along anti-di
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from argen.orders.base import Layout, Order, register_order, single_grid_cells
+
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 HORIZONTAL, VERTICAL = 0, 1
 
@@ -117,10 +120,10 @@ class NeighborOrder(Order):
         vertical = outputs[:, sources[:, 1], VERTICAL]
         return weights[:, 0, None] * horizontal + weights[:, 1, None] * vertical
 
-    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    def train_inputs(self, ids: list[Tensor], tokenizer: TokenizerProtocol) -> tuple[Tensor, Tensor]:
         return self.shifted_train_inputs(ids, tokenizer)  # targets in anti-diagonal order
 
-    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         grid = ids[0]
         if step == 0:
             return self.start_tokens(grid, tokenizer)
@@ -128,5 +131,5 @@ class NeighborOrder(Order):
         cells = layout.target_cells[layout.targets_of_step[step - 1]].to(grid.device)
         return grid[:, cells[:, 1], cells[:, 2]]  # (B, cells of anti-diagonal step - 1)
 
-    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+    def preview(self, ids: list[Tensor], step: int, tokenizer: TokenizerProtocol) -> Tensor:
         return self._masked_preview(ids, step, tokenizer)

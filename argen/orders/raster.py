@@ -8,12 +8,15 @@ with one position per step is the ordinary causal mask.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from argen.orders.base import Layout, Order, register_order, single_grid_cells
+
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 
 @register_order
@@ -41,19 +44,19 @@ class RasterOrder(Order):
             inputs_of_step=[steps[p : p + 1] for p in range(length)],
         )
 
-    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    def train_inputs(self, ids: list[Tensor], tokenizer: TokenizerProtocol) -> tuple[Tensor, Tensor]:
         return self.shifted_train_inputs(ids, tokenizer)
 
-    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         if step == 0:
             return self.start_tokens(ids[0], tokenizer)
         return ids[0].flatten(1)[:, step - 1 : step]  # (B, 1)
 
-    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def span_inputs(self, first: int, last: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         flat = ids[0].flatten(1)  # position p is fed cell p - 1: steps first .. last are one slice
         if first > 0:
             return flat[:, first - 1 : last]
         return torch.cat([self.start_tokens(ids[0], tokenizer), flat[:, :last]], dim=1)
 
-    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+    def preview(self, ids: list[Tensor], step: int, tokenizer: TokenizerProtocol) -> Tensor:
         return self._masked_preview(ids, step, tokenizer)

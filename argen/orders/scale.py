@@ -13,13 +13,16 @@ of the tokenizer's latent width, which the transformer projects (``feature_dim``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from argen.orders.base import Layout, Order, StepInputs, check_ids, register_order
+
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 
 class CoarseToFineOrder(Order):
@@ -51,27 +54,27 @@ class CoarseToFineOrder(Order):
             inputs_of_step=[indices.clone() for indices in per_step],
         )
 
-    def train_inputs(self, ids: list[Tensor], tokenizer: Any) -> tuple[Tensor, Tensor]:
+    def train_inputs(self, ids: list[Tensor], tokenizer: TokenizerProtocol) -> tuple[Tensor, Tensor]:
         check_ids(ids, tokenizer.grid_shapes)
         inputs = torch.cat([self.step_inputs(step, ids, tokenizer) for step in range(len(ids))], dim=1)
         return inputs, self.targets(ids)
 
-    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: Any) -> Tensor:
+    def step_inputs(self, step: int, ids: list[Tensor], tokenizer: TokenizerProtocol) -> Tensor:
         # compose(ids, 0) is all zeros: step 0's slots carry no information and the transformer puts its start
         # vector (plus the class embedding) there, VAR's sos token.
         return self.latent_inputs(tokenizer.compose(ids, step), step, tokenizer)
 
-    def latent_inputs(self, latent: Tensor, step: int, tokenizer: Any) -> Tensor:
+    def latent_inputs(self, latent: Tensor, step: int, tokenizer: TokenizerProtocol) -> Tensor:
         """The composed latent of steps < ``step`` (B, F, h_last, w_last) → step ``step``'s inputs (B, h*w, F)."""
         h, w = tokenizer.grid_shapes[step]
         if tuple(latent.shape[-2:]) != (h, w):
             latent = F.interpolate(latent, size=(h, w), mode="area")
         return latent.flatten(2).transpose(1, 2)  # (B, h*w, F)
 
-    def decoding_inputs(self, tokenizer: Any) -> StepInputs:
+    def decoding_inputs(self, tokenizer: TokenizerProtocol) -> StepInputs:
         return RunningLatent(self, tokenizer)
 
-    def preview(self, ids: list[Tensor], step: int, tokenizer: Any) -> Tensor:
+    def preview(self, ids: list[Tensor], step: int, tokenizer: TokenizerProtocol) -> Tensor:
         return tokenizer.decode_latent(tokenizer.compose(ids, step))
 
     def scatter(self, ids: list[Tensor], step: int, sampled: Tensor) -> list[Tensor]:
@@ -88,7 +91,7 @@ class RunningLatent(StepInputs):
     ``compose_step`` are recomposed. The final latent goes to the decoder, so decoding recomposes nothing either.
     """
 
-    def __init__(self, order: CoarseToFineOrder, tokenizer: Any) -> None:
+    def __init__(self, order: CoarseToFineOrder, tokenizer: TokenizerProtocol) -> None:
         super().__init__(order, tokenizer)
         self.latents: list[Tensor] = []  # latents[s] = compose(ids, s), (B, F, h_last, w_last)
         self.incremental = hasattr(tokenizer, "compose_step")

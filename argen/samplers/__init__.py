@@ -9,9 +9,10 @@
 
 A new sampler is one new file here registered with ``@register_sampler(SamplerInfo(...))`` (see `base`): its info
 says which order capabilities it needs and which options it takes, and the CLI, `argen.Pipeline` and `argen eval`
-offer it from there. Shared pieces: `base` (request checks, one decoding step, the registry), `logits` (guidance,
-temperature, top-k, top-p, seeded draws); the KV cache is `argen.transformer.KVCache`, made by ``model.new_cache``
-and owned by the sampler for one generation.
+offer it from there. Shared pieces: `base` (request checks, one decoding step, the registry), `engine` (runs the
+model: guidance between its features and its heads, and what generations share: class contexts, first calls,
+compiled graphs), `logits` (guidance, temperature, top-k, top-p, seeded draws); the KV cache is
+`argen.model.KVCache`, made by ``engine.new_cache`` and owned by the sampler for one generation.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 from argen.samplers.ar import generate
 from argen.samplers.base import SAMPLERS, GenerationOutput, SamplerInfo, SamplerOption, register_sampler
 from argen.samplers.collaborative import generate_collaborative
+from argen.samplers.engine import SamplingEngine
 from argen.samplers.jacobi import generate_jacobi
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "GenerationOutput",
     "SamplerInfo",
     "SamplerOption",
+    "SamplingEngine",
     "generate",
     "generate_collaborative",
     "generate_jacobi",

@@ -9,7 +9,7 @@ the grids. Classifier-free guidance doubles the batch with the null class (Llama
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
@@ -17,6 +17,8 @@ from torch import Tensor
 from argen.orders.base import Order
 from argen.samplers.base import (
     GenerationOutput,
+    Model,
+    RequestOptions,
     SamplerInfo,
     decode_step,
     evaluation,
@@ -24,6 +26,12 @@ from argen.samplers.base import (
     prepare_request,
     register_sampler,
 )
+from argen.samplers.engine import SamplingEngine
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 INFO = SamplerInfo(
     name="ar",
@@ -36,18 +44,19 @@ INFO = SamplerInfo(
 @register_sampler(INFO)
 @torch.no_grad()
 def generate(
-    model: Any,
+    model: Model,
     order: Order,
-    tokenizer: Any,
+    tokenizer: TokenizerProtocol,
     *,
     use_cache: bool = True,
     callback: Callable[[int, list[Tensor]], None] | None = None,
-    **request: Any,
+    **request: Unpack[RequestOptions],
 ) -> GenerationOutput:
     """Sample token grids for a batch, step by step along ``order``'s schedule.
 
     Args:
-        model: a `argen.transformer.Transformer` built for ``order`` and ``tokenizer``.
+        model: a `argen.model.Transformer` built for ``order`` and ``tokenizer``, or its
+            `argen.samplers.engine.SamplingEngine` (which keeps what generations share).
         request: the keywords every sampler takes, ``labels`` (B,) or ``batch_size``, ``cfg_scale``,
             ``cfg_schedule``, ``temperature``, ``top_k``, ``top_p``, ``generator``: see
             `argen.samplers.base.prepare_request`.
@@ -55,13 +64,14 @@ def generate(
         callback: called as ``callback(step, ids)`` after each step; ``order.preview(ids, step + 1, tokenizer)``
             decodes what is there so far.
     """
-    request = prepare_request(model, order, tokenizer, **request)
+    engine = SamplingEngine.of(model)
+    request = prepare_request(engine.model, order, tokenizer, **request)
     layout = request.layout
     ids = request.empty_ids()
-    cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None
-    with evaluation(model):
+    cache = engine.new_cache(request.rows, capacity=layout.length) if use_cache else None
+    with evaluation(engine.model):
         for step in range(layout.num_steps):
-            ids = decode_step(model, order, tokenizer, request, ids, step, first=step if use_cache else 0, cache=cache)
+            ids = decode_step(engine, order, tokenizer, request, ids, step, first=step if use_cache else 0, cache=cache)
             if callback is not None:
                 callback(step, ids)
     return GenerationOutput(ids=ids, forward_passes=layout.num_steps, latent=request.inputs.final_latent(ids))

@@ -1,7 +1,8 @@
 """What every sampler shares: its registry entry, the request it checks, and one step of decoding.
 
 A sampler is a function ``generate(model, order, tokenizer, *, callback, **its_options, **request) ->
-GenerationOutput`` (``request``: the keywords `prepare_request` checks, shared by all) registered with
+GenerationOutput`` (``model``: a `argen.model.Transformer` or the `argen.samplers.engine.SamplingEngine` that runs
+it; ``request``: the keywords `prepare_request` checks, shared by all, `RequestOptions`) registered with
 ``@register_sampler(SamplerInfo(...))``: the info says what it needs of an order (capabilities, never names) and
 which options it takes, which is all the CLI (flags, ``sampler_options``), `argen.Pipeline` (required options,
 model options) and `argen eval` need to offer it. `SAMPLERS` discovers every module of this folder, so a new
@@ -16,16 +17,37 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import torch
 from torch import Tensor
 
 from argen.errors import ArgenError
+from argen.model import KVCache, Transformer
 from argen.orders import ORDERS, Layout, Order
 from argen.orders.base import StepInputs
 from argen.registry import DEFAULT_RANK, Registry, listing
+from argen.samplers.engine import SamplingEngine
 from argen.samplers.logits import CFG_SCHEDULES, cfg_scale_at, check_sampling, sample
+
+if TYPE_CHECKING:
+    from argen.tokenizers.protocol import TokenizerProtocol
+
+# What a sampler runs: a bare transformer (it gets a one-generation engine) or an engine kept across generations.
+Model = Transformer | SamplingEngine
+
+
+class RequestOptions(TypedDict, total=False):
+    """The keywords every sampler takes (``**request``), checked by `prepare_request`."""
+
+    labels: Tensor | None
+    batch_size: int | None
+    cfg_scale: float
+    cfg_schedule: str
+    temperature: float
+    top_k: int
+    top_p: float
+    generator: torch.Generator | None
 
 
 @dataclass
@@ -51,7 +73,7 @@ class SamplerOption:
     """
 
     keyword: str
-    type: Callable[[str], Any] = str
+    type: Callable[[str], object] = str
     metavar: str | None = None
     help: str = ""
     required: bool = False
@@ -72,7 +94,7 @@ class SamplerInfo:
     help: str  # the rest of its line in `--sampler` help ("the same distribution in fewer passes")
     paper: str = ""
     arxiv: str = ""
-    needs: dict[str, Any] = field(default_factory=dict)
+    needs: dict[str, object] = field(default_factory=dict)
     options: tuple[SamplerOption, ...] = ()
     rank: int = DEFAULT_RANK
 
@@ -106,7 +128,7 @@ def register_sampler(info: SamplerInfo) -> Callable[[Callable[..., GenerationOut
 
 
 def prepare_labels(
-    model: Any,
+    model: Transformer,
     labels: Tensor | None,
     *,
     batch_size: int | None,
@@ -167,9 +189,9 @@ class Request:
 
 
 def prepare_request(
-    model: Any,
+    model: Transformer,
     order: Order,
-    tokenizer: Any,
+    tokenizer: TokenizerProtocol,
     *,
     labels: Tensor | None = None,
     batch_size: int | None = None,
@@ -183,7 +205,7 @@ def prepare_request(
     """Check what every sampler is asked, the keywords they all take (a sampler passes its ``**request`` here).
 
     Args:
-        model: a `argen.transformer.Transformer`, checked against ``order`` and ``tokenizer``.
+        model: a `argen.model.Transformer`, checked against ``order`` and ``tokenizer``.
         labels: (B,) classes, or None for unconditional sampling (then ``batch_size`` gives B).
         cfg_scale: guidance scale s (logits = uncond + s · (cond - uncond)); 1 is unguided.
         cfg_schedule: "constant", or "linear" for VAR's ramp from 1 at the first step to cfg_scale at the last.
@@ -219,10 +241,18 @@ def evaluation(*models: torch.nn.Module) -> Iterator[None]:
 
 
 def feed(
-    model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], *, first: int, last: int, cache: Any
+    engine: SamplingEngine,
+    order: Order,
+    tokenizer: TokenizerProtocol,
+    request: Request,
+    ids: list[Tensor],
+    *,
+    first: int,
+    last: int,
+    cache: KVCache | None,
 ) -> Tensor:
     """One model call on the inputs of steps ``first`` .. ``last`` (built from ``ids``): outputs (B, L', ...), guided
-    at each fed position's step scale when the request is (the model guides before its output layers)."""
+    at each fed position's step scale when the request is (the engine guides before the output layers)."""
     if request.inputs is None:
         request.inputs = StepInputs(order, tokenizer)
     inputs = request.inputs.span(first, last, ids)
@@ -232,7 +262,7 @@ def feed(
         inputs = torch.cat([inputs, inputs])
         guided["guidance"] = guidance_scales(request, first, last, index)
     # Float32 logits under bf16 autocast: the sampling distributions are computed in full precision.
-    return model(inputs, request.labels, layout=request.layout, index=index, cache=cache, **guided).float()
+    return engine(inputs, request.labels, layout=request.layout, index=index, cache=cache, **guided).float()
 
 
 def guidance_scales(request: Request, first: int, last: int, index: Tensor) -> float | Tensor:
@@ -255,10 +285,18 @@ def step_logits(order: Order, request: Request, outputs: Tensor, step: int) -> T
 
 
 def decode_step(
-    model: Any, order: Order, tokenizer: Any, request: Request, ids: list[Tensor], step: int, *, first: int, cache: Any
+    engine: SamplingEngine,
+    order: Order,
+    tokenizer: TokenizerProtocol,
+    request: Request,
+    ids: list[Tensor],
+    step: int,
+    *,
+    first: int,
+    cache: KVCache | None,
 ) -> list[Tensor]:
     """Plain decoding of one step: feed steps ``first`` .. ``step``, sample the step's targets, scatter them in."""
-    outputs = feed(model, order, tokenizer, request, ids, first=first, last=step, cache=cache)
+    outputs = feed(engine, order, tokenizer, request, ids, first=first, last=step, cache=cache)
     outputs = outputs[:, -len(request.layout.inputs_of_step[step]) :]  # this step's positions
     logits = step_logits(order, request, outputs, step)
     sampled = sample(
@@ -270,7 +308,9 @@ def decode_step(
 __all__ = [
     "SAMPLERS",
     "GenerationOutput",
+    "Model",
     "Request",
+    "RequestOptions",
     "SamplerInfo",
     "SamplerOption",
     "decode_step",

@@ -25,15 +25,18 @@ and temperature lists of its code, which are sampling settings rather than part 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from argen.errors import ArgenError
+from argen.model import Transformer
 from argen.orders.base import Order
 from argen.samplers.base import (
     GenerationOutput,
+    Model,
+    RequestOptions,
     SamplerInfo,
     SamplerOption,
     decode_step,
@@ -41,6 +44,12 @@ from argen.samplers.base import (
     prepare_request,
     register_sampler,
 )
+from argen.samplers.engine import SamplingEngine
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 INFO = SamplerInfo(
     name="collaborative",
@@ -71,7 +80,7 @@ INFO = SamplerInfo(
 )
 
 
-def check_refiner(model: Any, refiner: Any, order: Order, tokenizer: Any) -> None:
+def check_refiner(model: Transformer, refiner: Transformer, order: Order, tokenizer: TokenizerProtocol) -> None:
     """ArgenError unless ``refiner`` can continue what ``model`` drafts: same order, tokenizer, vocabulary, classes."""
     try:
         order.check_model(refiner.config, tokenizer)
@@ -94,20 +103,21 @@ def check_refiner(model: Any, refiner: Any, order: Order, tokenizer: Any) -> Non
 @register_sampler(INFO)
 @torch.no_grad()
 def generate_collaborative(
-    model: Any,
+    model: Model,
     order: Order,
-    tokenizer: Any,
+    tokenizer: TokenizerProtocol,
     *,
-    refiner: Any,
+    refiner: Model,
     draft_steps: int,
     callback: Callable[[int, list[Tensor]], None] | None = None,
-    **request: Any,
+    **request: Unpack[RequestOptions],
 ) -> GenerationOutput:
     """Sample token grids with collaborative decoding: ``model`` drafts the first steps, ``refiner`` the rest.
 
     Args (the rest as in `argen.samplers.ar.generate`):
-        model: the drafter, a `argen.transformer.Transformer` built for ``order`` and ``tokenizer``.
-        refiner: a (smaller) transformer trained with the same order on the same tokenizer and classes.
+        model: the drafter, a `argen.model.Transformer` built for ``order`` and ``tokenizer`` (or its engine).
+        refiner: a (smaller) transformer (or its engine) trained with the same order on the same tokenizer and
+            classes.
         draft_steps: N, the steps the drafter makes, 0 to S; 0 is the refiner alone, S the drafter alone.
 
     Returns:
@@ -115,18 +125,19 @@ def generate_collaborative(
         ``passes_by_model`` ``{"drafter": N, "refiner": S - N}``.
     """
     INFO.check_supports(order)
-    request = prepare_request(model, order, tokenizer, **request)
+    drafter, refiner = SamplingEngine.of(model), SamplingEngine.of(refiner)
+    request = prepare_request(drafter.model, order, tokenizer, **request)
     layout = request.layout
     num_steps = layout.num_steps
-    check_refiner(model, refiner, order, tokenizer)
+    check_refiner(drafter.model, refiner.model, order, tokenizer)
     if isinstance(draft_steps, bool) or not isinstance(draft_steps, int) or not 0 <= draft_steps <= num_steps:
         raise ArgenError(
             f"draft_steps must be a whole number from 0 (refiner alone) to {num_steps} (drafter alone), "
             f"got {draft_steps!r}"
         )
     ids = request.empty_ids()
-    network, cache = model, model.new_cache(request.rows, capacity=layout.length)
-    with evaluation(model, refiner):
+    network, cache = drafter, drafter.new_cache(request.rows, capacity=layout.length)
+    with evaluation(drafter.model, refiner.model):
         for step in range(num_steps):
             first = step
             if step == draft_steps:

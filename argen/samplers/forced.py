@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from argen.errors import ArgenError
+from argen.model import KVCache, Transformer
 from argen.orders.base import Order, StepInputs
 from argen.orders.scale import CoarseToFineOrder
 from argen.samplers.base import evaluation, feed, prepare_request, step_logits
+from argen.samplers.engine import SamplingEngine
 from argen.samplers.logits import sample
 from argen.tokenizers.autoencoder import Tokenizer
 from argen.tokenizers.multiscale import ResidualQuantizer
-from argen.transformer import KVCache, Transformer
 
 Refresh = Callable[[int, list[Tensor]], Tensor | None]
 
@@ -126,10 +127,10 @@ def generate_forced(
     forced_ids = flatten([grid.to(device) for grid in image_ids]).repeat_interleave(particles, dim=0)
     log_weights = torch.zeros(batch, particles, device=device)
     ids = request.empty_ids()
-    cache = model.new_cache(request.rows, capacity=layout.length)
+    engine, cache = SamplingEngine.of(model), model.new_cache(request.rows, capacity=layout.length)
     with evaluation(model):
         for step in range(layout.num_steps):
-            outputs = feed(model, order, tokenizer, request, ids, first=step, last=step, cache=cache)
+            outputs = feed(engine, order, tokenizer, request, ids, first=step, last=step, cache=cache)
             outputs = outputs[:, -len(layout.inputs_of_step[step]) :]  # this step's positions
             logits = step_logits(order, request, outputs, step)  # (B·P, T_s, V), guided
             # Every target is drawn, forced or not, so that the random stream is the one of plain decoding.

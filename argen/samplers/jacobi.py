@@ -47,7 +47,7 @@ Choices that the paper leaves open or that differ from its code:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,9 @@ from argen.errors import ArgenError
 from argen.orders.base import Order
 from argen.samplers.base import (
     GenerationOutput,
+    Model,
     Request,
+    RequestOptions,
     SamplerInfo,
     SamplerOption,
     evaluation,
@@ -65,7 +67,13 @@ from argen.samplers.base import (
     prepare_request,
     register_sampler,
 )
+from argen.samplers.engine import SamplingEngine
 from argen.samplers.logits import draw_by_cdf, final_distribution
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from argen.tokenizers.protocol import TokenizerProtocol
 
 INFO = SamplerInfo(
     name="jacobi",
@@ -259,15 +267,15 @@ class JacobiState:
 @register_sampler(INFO)
 @torch.no_grad()
 def generate_jacobi(
-    model: Any,
+    model: Model,
     order: Order,
-    tokenizer: Any,
+    tokenizer: TokenizerProtocol,
     *,
     use_cache: bool = True,
     callback: Callable[[int, list[Tensor]], None] | None = None,
     window: int | None = None,
     init: str = "random",
-    **request: Any,
+    **request: Unpack[RequestOptions],
 ) -> GenerationOutput:
     """Sample token grids with speculative Jacobi decoding: the distribution of `generate`, in fewer model calls.
 
@@ -286,23 +294,24 @@ def generate_jacobi(
         raise ArgenError(f"window must be a whole number of steps, at least 1, got {window!r}")
     if init not in INITS:
         raise ArgenError(f"unknown draft init {init!r}: choose one of {', '.join(INITS)}")
-    request = prepare_request(model, order, tokenizer, **request)
+    engine = SamplingEngine.of(model)
+    request = prepare_request(engine.model, order, tokenizer, **request)
     layout, num_steps = request.layout, request.layout.num_steps
-    state = JacobiState(order, request, vocab=int(model.config.vocab_size), init=init)
+    state = JacobiState(order, request, vocab=int(engine.model.config.vocab_size), init=init)
     offsets = [0]  # offsets[s]: sequence positions fed before step s
     for fed in layout.inputs_of_step:
         offsets.append(offsets[-1] + len(fed))
-    cache = model.new_cache(request.rows, capacity=layout.length) if use_cache else None
+    cache = engine.new_cache(request.rows, capacity=layout.length) if use_cache else None
     forward_passes = 0
     done = 0  # steps every image has finished; the cache holds the inputs of exactly these steps
     state.initialise(0, min(window, num_steps) - 1)
-    with evaluation(model):
+    with evaluation(engine.model):
         while done < num_steps:
             # Feed step `done` (its inputs hold finished tokens) and the steps whose inputs hold the drafts of
             # steps done .. done + W - 1; the last fed step is the free one after the window, if the grid has it.
             last = min(done + window, num_steps - 1)
             first = done if use_cache else 0
-            outputs = feed(model, order, tokenizer, request, state.ids(), first=first, last=last, cache=cache)
+            outputs = feed(engine, order, tokenizer, request, state.ids(), first=first, last=last, cache=cache)
             forward_passes += 1
             state.advance(order, request, outputs, done=done, last=last, first=first, window=window, offsets=offsets)
             finished = int(state.final.min())

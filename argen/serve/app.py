@@ -163,7 +163,7 @@ def generation_events(model: ServedModel, label: int | None, options: dict) -> I
                 generator = torch.Generator(device=pipeline.device)
                 generator.manual_seed(options["seed"])
                 result = SAMPLERS["ar"](
-                    pipeline.model, pipeline.order, pipeline.tokenizer, labels=labels,
+                    pipeline.engine, pipeline.order, pipeline.tokenizer, labels=labels,
                     batch_size=None if labels is not None else options["num"], cfg_scale=options["cfg_scale"],
                     temperature=options["temperature"], top_k=options["top_k"], top_p=options["top_p"],
                     generator=generator, callback=after_step,

@@ -120,7 +120,7 @@ class TrainingConfig:
     progress: bool = _setting(True, "show a progress bar (--no-progress hides it)", flag="--no-progress")
     # torch.compile the model (the transformer's body, or a module's forward); flag in the "speed" group.
     compile: bool = _setting(False, "torch.compile the model", group="speed")
-    # "bf16": the forward pass and the loss under bfloat16 autocast (argen.transformer); flag in the "speed" group.
+    # "bf16": the forward pass and the loss under bfloat16 autocast (argen.model); flag in the "speed" group.
     precision: str = _setting("fp32", "fp32, or bf16 autocast", group="speed")
 
     def __post_init__(self) -> None:

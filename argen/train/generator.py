@@ -87,9 +87,9 @@ def generator_task(
     import torch.nn.functional as F
 
     from argen.checkpoint import GENERATOR_KIND, GeneratorConfig, copy_release, release_fingerprint
+    from argen.model import Transformer, preset_config
     from argen.orders import build_order
     from argen.tokenizers import load_tokenizer
-    from argen.transformer import Transformer, preset_config
 
     out = Path(training.out)
     tokenizer, _ = load_tokenizer(tokenizer_directory)

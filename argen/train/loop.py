@@ -35,11 +35,11 @@ from tqdm.auto import tqdm
 from argen.checkpoint import run_directory_lock
 from argen.dist import DistributedContext, setup
 from argen.errors import ArgenError
+from argen.model import check_compile, check_precision
 from argen.train.config import TrainingConfig, check_training, learning_rate_at
 from argen.train.state import ExponentialMovingAverage, Run, TrainingDiverged
 from argen.train.summary import print_summary
 from argen.train.task import FitResult, TrainingTask
-from argen.transformer import check_compile, check_precision
 
 
 def check_budget(training: TrainingConfig) -> None:

@@ -29,9 +29,9 @@ from argen.checkpoint import (
 )
 from argen.dist import DistributedContext
 from argen.errors import ArgenError
+from argen.model import autocast
 from argen.train.config import TrainingConfig, learning_rate_at
 from argen.train.task import METRICS_NAME, Batch, TrainingTask
-from argen.transformer import autocast
 
 # Settings that may change between a run and its resume: budgets and logging. Anything else changing would make
 # the resumed run a different experiment, so it is refused.
