@@ -33,7 +33,9 @@ class LlamaGenQuantizer(VectorQuantizer):
         batch, dim, height, width = projected.shape
         flat = F.normalize(projected.permute(0, 2, 3, 1).contiguous().view(-1, dim), dim=-1)  # (B·h·w, d)
         codes_table = F.normalize(self.codebook.weight.detach(), dim=-1)  # (V, d)
-        distances = flat.square().sum(dim=1, keepdim=True) + codes_table.square().sum(dim=1) - 2 * (flat @ codes_table.T)
+        distances = (
+            flat.square().sum(dim=1, keepdim=True) + codes_table.square().sum(dim=1) - 2 * (flat @ codes_table.T)
+        )
         ids = distances.argmin(dim=1).view(batch, height, width)
         z = flat.view(batch, height, width, dim).permute(0, 3, 1, 2)  # (B, d, h, w), unit vectors
         codes = self.codebook.lookup(ids).permute(0, 3, 1, 2)

@@ -13,7 +13,7 @@ back to argen's own group rule.
 The arithmetic follows the official modules operation by operation (the attention as two batched products with
 the 1/√C scale applied to the logits), so that encoding gives the official ids, not merely close latents.
 Plain ``nn.Conv2d`` throughout (not argen's oneDNN wrapper): the same kernels as the official code, whatever the
-grad mode. ``project`` is VAR's ``quant_conv``/``post_quant_conv`` (3×3, latent → latent) where a tokenizer has one there;
+grad mode. ``project`` is VAR's ``quant_conv``/``post_quant_conv`` (3×3, latent → latent) where a tokenizer has one;
 LlamaGen's 1×1 projections to its 8-dimensional codes live in its quantizer instead.
 
 Shapes: B batch, C image channels, H/W image size, D latent channels, h/w grid.
