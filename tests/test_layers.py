@@ -36,7 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     # tokenizers (tokenizers/losses.py), not here.
     ("metrics", {"metrics"}),
     ("train", {"train"}),
-    ("apps", {"apps", "serve"}),
+    ("apps", {"apps", "serve", "convert"}),
     ("cli", {"commands", "cli", "__main__"}),
 ]
 

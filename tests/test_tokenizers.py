@@ -75,7 +75,7 @@ def test_tokenizer_contract(kind, channels, size):
     assert [tuple(grid.shape[1:]) for grid in ids] == tokenizer.grid_shapes
     assert all(grid.dtype == torch.long and grid.shape[0] == 3 for grid in ids)
     assert all(0 <= int(grid.min()) and int(grid.max()) < tokenizer.codebook_size for grid in ids)
-    if kind in ("vq", "fsq"):
+    if kind in ("vq", "fsq", "llamagen-vq"):
         assert tokenizer.grid_shapes == [(size // 4, size // 4)]
     else:
         assert tokenizer.grid_shapes[-1] == (size // 4, size // 4) and len(tokenizer.grid_shapes) > 1

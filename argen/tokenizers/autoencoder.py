@@ -203,12 +203,19 @@ class Tokenizer(nn.Module):
         check_config(config)
         self.config = config
         self.latent_side = config.image_size // 2**config.downsample
-        self.encoder = Encoder(config)
-        self.decoder = Decoder(config)
+        self.encoder = self.make_encoder(config)
+        self.decoder = self.make_decoder(config)
         self.quantizer = self.make_quantizer(config)
 
     def make_quantizer(self, config: TokenizerConfig) -> Quantizer:
         raise NotImplementedError
+
+    def make_encoder(self, config: TokenizerConfig) -> nn.Module:
+        """The encoder network; ported tokenizers (var_vqvae, llamagen_vq) build their published layout here."""
+        return Encoder(config)
+
+    def make_decoder(self, config: TokenizerConfig) -> nn.Module:
+        return Decoder(config)
 
     @property
     def codebook_size(self) -> int:
