@@ -133,8 +133,8 @@ def sparse_autoencoder_loss(
 ) -> tuple[Tensor, dict[str, float]]:
     """The training loss of one batch ``batch["activations"]`` (N, D), and what to log.
 
-    TopK: FVU + AuxK (module docstring). ReLU: mean squared error / variance + λ · mean L1 of the codes (the decoder
-    rows have unit norm, so the penalty cannot be dodged by shrinking codes and growing rows).
+    TopK: FVU + AuxK (module docstring). ReLU: FVU + λ · mean L1 of the codes / mean norm of the centred data (the
+    decoder rows have unit norm, so the penalty cannot be dodged by shrinking codes and growing rows).
     ``model`` may be DDP-wrapped: it is called, and its buffers read through ``.module``.
     """
     sae: SparseAutoencoder = getattr(model, "module", model)
@@ -146,10 +146,12 @@ def sparse_autoencoder_loss(
     if update_dead and sae.training:
         with torch.no_grad():
             sae.tokens_since_fired.add_(x.shape[0]).masked_fill_(fired, 0)
-    logs = {"fvu": float(fvu), "l0": float((output.codes > 0).sum(-1).float().mean())}
+    logs = {"fvu": float(fvu.detach()), "l0": float((output.codes > 0).sum(-1).float().mean())}
     if config.kind == "relu":
-        l1 = output.codes.sum(-1).mean() / x.shape[-1]
-        return fvu + config.l1_coefficient * l1, {**logs, "l1": float(l1)}
+        # The L1 of the codes over the data's typical norm: like FVU, the loss does not change with the data's scale.
+        scale = (x - x.mean(0)).norm(dim=-1).mean().clamp_min(1e-12)
+        l1 = output.codes.sum(-1).mean() / scale
+        return fvu + config.l1_coefficient * l1, {**logs, "l1": float(l1.detach())}
     dead = sae.tokens_since_fired >= config.dead_tokens
     num_dead = int(dead.sum())
     logs["dead"] = float(num_dead / config.latents)
@@ -164,7 +166,7 @@ def sparse_autoencoder_loss(
     error = (x - output.reconstruction).detach()
     total = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
     auxk = scale * (sae.decode(auxiliary, bias=False) - error).pow(2).sum() / total
-    return fvu + config.auxk_coefficient * auxk, {**logs, "auxk": float(auxk)}
+    return fvu + config.auxk_coefficient * auxk, {**logs, "auxk": float(auxk.detach())}
 
 
 @torch.no_grad()
