@@ -39,7 +39,10 @@ def run(arguments: argparse.Namespace) -> None:
         "dead_tokens": arguments.dead_tokens, "hook": arguments.hook,
     }  # fmt: skip
     metrics = train_and_measure(
-        arguments.activations, settings=settings, training=training_config(arguments), model=arguments.model,
+        arguments.activations,
+        settings=settings,
+        training=training_config(arguments),
+        model=arguments.model,
         held_out=arguments.held_out,
     )
     print(" ".join(f"{name}={value:.4g}" for name, value in metrics.items() if isinstance(value, float)))

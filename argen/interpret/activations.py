@@ -101,7 +101,9 @@ def blocks_called_as_modules(model: nn.Module) -> Iterator[None]:
     blocks = [*model.blocks, *getattr(model, "head_blocks", [])]
     inside = [False]
 
-    def routed(x: Tensor, weights: tuple, terms: tuple | None, mask: Tensor | None, cache: object, layer: int) -> Tensor:
+    def routed(
+        x: Tensor, weights: tuple, terms: tuple | None, mask: Tensor | None, cache: object, layer: int
+    ) -> Tensor:
         if inside[0]:
             return original(x, weights, terms, mask, cache, layer)
         inside[0] = True

@@ -189,16 +189,16 @@ def evaluate_sparse_autoencoder(sae: SparseAutoencoder, activations: Tensor, *, 
 
 
 def train_sparse_autoencoder(
-    activations: Tensor, config: SparseAutoencoderConfig, training: TrainingConfig, *, progress_extra: dict | None = None
+    activations: Tensor, config: SparseAutoencoderConfig, training: TrainingConfig, *, extra: dict | None = None
 ) -> FitResult:
     """Train an SAE on ``activations`` (N, D) with argen's loop (budgets, resume, divergence stop), EMA off: an
     average of weights whose decoder rows are each normalised is not itself a sensible dictionary, and Gao et al.
-    use none. The release (config.json + model.safetensors) is written to ``training.out``."""
+    use none. The release (config.json + model.safetensors, ``extra`` in its config) is written to ``training.out``."""
     from argen.train import TrainingTask, fit
 
     if activations.dim() != 2 or activations.shape[1] != config.width:
         raise ArgenError(f"activations must be (N, {config.width}), got {tuple(activations.shape)}")
-    mean = activations[: 65536].mean(0)
+    mean = activations[:65536].mean(0)
 
     def build() -> SparseAutoencoder:
         sae = SparseAutoencoder(config)
@@ -212,7 +212,7 @@ def train_sparse_autoencoder(
         build_model=build,
         tensors={"activations": activations},
         loss=sparse_autoencoder_loss,
-        extra=dict(progress_extra or {}),
+        extra=dict(extra or {}),
     )
     return fit(task, replace(training, ema_decay=0.0))
 

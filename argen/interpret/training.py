@@ -46,7 +46,8 @@ def train_and_measure(
     split = trained * activations.length
     model = model or activations.manifest.get("source", {}).get("model")
     config = SparseAutoencoderConfig(width=rows.shape[1], model=str(model or ""), **settings)
-    result = train_sparse_autoencoder(rows[:split], config, training)
+    extra = {"activations": str(activations_directory)}
+    result = train_sparse_autoencoder(rows[:split], config, training, extra=extra)
     if not result.is_main:
         return {}
     sae = load_sparse_autoencoder(training.out)
