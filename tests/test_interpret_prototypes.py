@@ -2,6 +2,7 @@
 
 import torch
 
+from argen.cli import main
 from argen.interpret.prototypes import (
     PrototypeClassifier,
     PrototypeConfig,
@@ -52,3 +53,12 @@ def test_prototype_classifier_trains_with_the_shared_loop(idx_dataset, tmp_path)
     assert result.step == 3
     model = load_prototype_classifier(tmp_path / "proto")
     assert model.prototype_images().shape == (4, 1, 12, 12)
+
+
+def test_train_classifier_command_with_prototypes(idx_dataset, tmp_path):
+    out = tmp_path / "cli"
+    main([
+        "train-classifier", "--prototypes", "5", "--data", "fashion-mnist", "--data-dir", str(idx_dataset),
+        "--steps", "2", "--batch-size", "16", "--out", str(out), "--no-progress",
+    ])  # fmt: skip
+    assert load_prototype_classifier(out).config.prototypes == 5

@@ -78,7 +78,7 @@ def feature_page(
     classes: list[str] | None, interpretation: Interpretation | None, top: int = 8,
 ) -> None:  # fmt: skip
     """Write ``out/feature-N.html`` and its pictures for latent ``feature`` with activations (P,)."""
-    sequence_peak = torch.zeros(images.shape[0]).index_reduce_(0, table["sequence"], activation, "amax")
+    sequence_peak = torch.zeros(images.shape[0]).scatter_reduce_(0, table["sequence"], activation, "amax")
     pictures = []
     for sequence in sequence_peak.argsort(descending=True)[:top].tolist():
         if sequence_peak[sequence] <= 0:
