@@ -47,6 +47,8 @@ def run(arguments: argparse.Namespace) -> None:
     pipeline = Pipeline.from_pretrained(model)
     count = min(arguments.max_sequences, activations.sequences)
     rows = activations.load(sae.config.hook, max_sequences=count)
+    shape = activations.hooks[sae.config.hook]  # [H, Dh] for per-head attention outputs, [D] otherwise
+    heads = shape[0] if len(shape) == 2 else None
     table = activations.positions(max_sequences=count)
     with torch.no_grad():
         ids = [grid[:count] for grid in activations.ids()]
@@ -56,6 +58,6 @@ def run(arguments: argparse.Namespace) -> None:
         ])  # fmt: skip
     index = write_feature_pages(
         sae, rows, table, images, arguments.out, classes=pipeline.classes, features=arguments.features,
-        title=f"{sae.config.hook} of {model}",
+        title=f"{sae.config.hook} of {model}", heads=heads,
     )  # fmt: skip
     print(f"feature pages: {index}")

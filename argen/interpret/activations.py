@@ -8,12 +8,13 @@ name                  module (forward hook)       tensor
 blocks.{i}.resid_pre  ``blocks.{i}``, its input   (B, L, D) the residual stream entering block i
 blocks.{i}.resid_post ``blocks.{i}``, its output  (B, L, D) the residual stream leaving block i
 blocks.{i}.attn.z     ``blocks.{i}.attention.z``  (B, L, H, Dh) per-head outputs before the projection
-blocks.{i}.mlp_out    ``blocks.{i}.mlp``          (B, L, D) the MLP's output before the residual add
+blocks.{i}.mlp_out    ``blocks.{i}.mlp_out``      (B, L, D) the MLP's output before the residual add
 ====================  ==========================  ======================================================
 
 A name is listed (`hook_points`, ``argen activations --list-hooks``) only when the model has the module and the
-module computes something (``attn.z`` needs an ``nn.Identity`` named ``z`` applied to the per-head outputs inside
-the attention; the model gets it with its own sub-module forwards).
+module computes something (``attention.z`` and ``mlp_out`` are ``nn.Identity`` hook points of `argen.model.layers`).
+While a hook is registered on a block the transformer runs its blocks as modules (`Transformer.blocks_hooked`), so
+the hooks fire in plain forward passes and in sampling alike, with the same floats as the fused path.
 
 Capture is teacher-forced: the order's ``train_inputs`` of training ids or of sampled ids (the block-causal mask
 makes a full forward pass compute what sampling computed step by step). Every position is recorded with its
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +48,7 @@ HOOK_SITES = {
     "resid_pre": ("", "input"),
     "resid_post": ("", "output"),
     "attn.z": ("attention.z", "output"),
-    "mlp_out": ("mlp", "output"),
+    "mlp_out": ("mlp_out", "output"),
 }
 
 
@@ -85,40 +85,6 @@ def resolve_hook(model: nn.Module, name: str) -> HookPoint:
     return points[name]
 
 
-@contextlib.contextmanager
-def blocks_called_as_modules(model: nn.Module) -> Iterator[None]:
-    """Make forward hooks on the blocks fire.
-
-    Temporary, until the model calls its blocks as modules (issue 23): today's Transformer runs them through the
-    function ``block_step`` from ``_body``, bypassing ``Block.__call__``. Inside this context that function is routed
-    through the block's ``__call__`` (which calls the original), so the values are the same and hooks run.
-    """
-    module = sys.modules.get(type(model).__module__)
-    original = getattr(module, "block_step", None)
-    if original is None or not hasattr(model, "_body") or getattr(model, "_compiled", None) is not None:
-        yield
-        return
-    blocks = [*model.blocks, *getattr(model, "head_blocks", [])]
-    inside = [False]
-
-    def routed(
-        x: Tensor, weights: tuple, terms: tuple | None, mask: Tensor | None, cache: object, layer: int
-    ) -> Tensor:
-        if inside[0]:
-            return original(x, weights, terms, mask, cache, layer)
-        inside[0] = True
-        try:
-            return blocks[layer](x, terms, mask, cache, layer)
-        finally:
-            inside[0] = False
-
-    module.block_step = routed
-    try:
-        yield
-    finally:
-        module.block_step = original
-
-
 def _as_tensor(value: Tensor | tuple) -> Tensor:
     return value[0] if isinstance(value, tuple) else value
 
@@ -143,8 +109,7 @@ def editing(model: nn.Module, name: str, edit: Callable[[Tensor], Tensor | None]
 
         handle = module.register_forward_hook(after)
     try:
-        with blocks_called_as_modules(model):
-            yield
+        yield
     finally:
         handle.remove()
 

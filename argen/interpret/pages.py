@@ -1,7 +1,8 @@
 """The static feature browser of `argen features`: an index.html and one page per SAE latent with its top activating
 images (firing cells tinted by activation, all steps overlaid, the steps listed), its activation histogram, its
-class and step breakdown, and the best predicate with its detection and fuzzing scores
-(argen.interpret.interpretation)."""
+class and step breakdown, the best predicate with its detection and fuzzing scores
+(argen.interpret.interpretation) and, for an SAE on per-head attention outputs, each latent's head attribution
+(argen.interpret.attention_features)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from argen.interpret.attention_features import head_attribution
 from argen.interpret.interpretation import Interpretation, cell_statistics, interpret_latent, with_regions
 from argen.interpret.sae import SparseAutoencoder
 
@@ -73,11 +75,20 @@ def breakdown(activation: Tensor, keys: Tensor, names: list[str] | None, title: 
     return f"<h3>{title}</h3><table><tr><th>{title}</th><th>fires</th><th>mean</th></tr>{''.join(rows)}</table>"
 
 
+def head_table(heads: Tensor | None) -> str:
+    """The head attribution (H,) of a latent as a table; empty for an SAE that is not on per-head outputs."""
+    if heads is None:
+        return ""
+    rows = "".join(f"<tr><td>{head}</td><td>{share:.3f}</td></tr>" for head, share in enumerate(heads.tolist()))
+    return f"<h2>Head attribution</h2><table><tr><th>head</th><th>share</th></tr>{rows}</table>"
+
+
 def feature_page(
     feature: int, activation: Tensor, table: dict[str, Tensor], images: Tensor, out: Path, *,
-    classes: list[str] | None, interpretation: Interpretation | None, top: int = 8,
+    classes: list[str] | None, interpretation: Interpretation | None, top: int = 8, heads: Tensor | None = None,
 ) -> None:  # fmt: skip
-    """Write ``out/feature-N.html`` and its pictures for latent ``feature`` with activations (P,)."""
+    """Write ``out/feature-N.html`` and its pictures for latent ``feature`` with activations (P,); ``heads`` (H,)
+    its head attribution, for an SAE on per-head attention outputs."""
     sequence_peak = torch.zeros(images.shape[0]).scatter_reduce_(0, table["sequence"], activation, "amax")
     pictures = []
     for sequence in sequence_peak.argsort(descending=True)[:top].tolist():
@@ -98,7 +109,8 @@ def feature_page(
     body = (
         f"<h1>Feature {feature}</h1><p><a href='index.html'>all features</a> · fires at "
         f"{float((activation > 0).float().mean()):.4f} of positions</p><h2>Explanation</h2>{explanation}"
-        f"<h2>Top activating images</h2>{''.join(pictures)}"
+        + head_table(heads)
+        + f"<h2>Top activating images</h2>{''.join(pictures)}"
         f"<h2>Activations</h2>{histogram_svg(activation[activation > 0])}"
         + (breakdown(activation, table["label"], classes, "class") if bool((table["label"] >= 0).any()) else "")
         + breakdown(activation, table["step"], None, "step")
@@ -108,30 +120,38 @@ def feature_page(
 
 def write_feature_pages(
     sae: SparseAutoencoder, rows: Tensor, table: dict[str, Tensor], images: Tensor, out: str | Path, *,
-    classes: list[str] | None = None, features: int = 32, title: str = "",
+    classes: list[str] | None = None, features: int = 32, title: str = "", heads: int | None = None,
 ) -> Path:  # fmt: skip
     """The browser for the ``features`` most often firing latents of ``sae`` on ``rows`` (P, D): ``out/index.html``
-    and a page per latent. ``images`` uint8 (N, C, H, W) are the decoded sequences of ``table``."""
+    and a page per latent. ``images`` uint8 (N, C, H, W) are the decoded sequences of ``table``; ``heads``: the
+    attention heads of an ``attn.z`` hook point (adds the head attribution column)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     codes = latent_activations(sae, rows)
     table = with_regions({**table, **cell_statistics(images, table)})
     rate = (codes > 0).float().mean(0)
     chosen = [feature for feature in rate.argsort(descending=True)[:features].tolist() if rate[feature] > 0]
+    attribution = head_attribution(sae, heads) if heads else None  # (M, H)
     entries, summary = [], {}
     for feature in chosen:
         interpretation = interpret_latent(codes[:, feature], table, seed=feature)
-        feature_page(feature, codes[:, feature], table, images, out, classes=classes, interpretation=interpretation)
+        shares = None if attribution is None else attribution[feature]
+        feature_page(feature, codes[:, feature], table, images, out, classes=classes, interpretation=interpretation,
+                     heads=shares)  # fmt: skip
+        head = "" if shares is None else f"<td>{int(shares.argmax())} ({float(shares.max()):.2f})</td>"
         explained = interpretation.predicate.describe() if interpretation else ""
         f1 = interpretation.detection.get("f1", float("nan")) if interpretation else float("nan")
         summary[feature] = interpretation.as_dict() if interpretation else {}
         entries.append(f"<tr><td><a href='feature-{feature}.html'>{feature}</a></td><td>{float(rate[feature]):.4f}</td>"
-                       f"<td style='text-align:left'>{html.escape(explained)}</td><td>{f1:.3f}</td></tr>")  # fmt: skip
+                       f"<td style='text-align:left'>{html.escape(explained)}</td><td>{f1:.3f}</td>"
+                       f"{head}</tr>")  # fmt: skip
     dead = float((rate == 0).float().mean())
     index = (
         f"<!doctype html><meta charset='utf-8'><style>{STYLE}</style><h1>{html.escape(title or 'SAE features')}</h1>"
         f"<p>{sae.config.latents} latents ({sae.config.kind}) at {html.escape(sae.config.hook)}; {dead:.3f} never "
-        f"fire here</p><table><tr><th>feature</th><th>fires</th><th>explanation</th><th>detection F1</th></tr>"
+        f"fire here</p><table><tr><th>feature</th><th>fires</th><th>explanation</th><th>detection F1</th>"
+        + ("" if attribution is None else "<th>top head (share)</th>")
+        + "</tr>"
         f"{''.join(entries)}</table>"
     )
     (out / "index.html").write_text(index)
