@@ -154,7 +154,7 @@ class SamplingEngine:
                                context.head_weights, mask, slots, guidance)  # fmt: skip
         else:
             outputs = self._body(call.x, context.block_terms, context.head_terms, context.block_weights,
-                                 context.head_weights, mask, slots, guidance, hooked=hooked)  # fmt: skip
+                                 context.head_weights, mask, slots, guidance, hooked)  # fmt: skip
         if cache is not None:
             cache.advance(call.steps, call.host_steps)
         if start_key is not None:
