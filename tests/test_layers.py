@@ -36,6 +36,8 @@ LAYERS: list[tuple[str, set[str]]] = [
     # tokenizers (tokenizers/losses.py), not here.
     ("metrics", {"metrics"}),
     ("train", {"train"}),
+    # reading a trained generator: activations at hook points, SAEs (trained with the shared loop), steering pipelines
+    ("interpret", {"interpret"}),
     ("apps", {"apps", "serve", "convert"}),
     ("cli", {"commands", "cli", "__main__"}),
 ]

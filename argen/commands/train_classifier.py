@@ -19,12 +19,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shift", type=int, default=2, help="augment with random shifts of up to N pixels")
     parser.add_argument("--flip", action="store_true", help="mirror images left-right as augmentation")
     parser.add_argument("--dropout", type=float, default=0.2, help="dropout before the last layer")
+    parser.add_argument(
+        "--prototypes", type=int, default=0,
+        help="N > 0: train the prototype classifier of Li et al. (arXiv 1710.04806) with N prototypes instead",
+    )  # fmt: skip
 
     show_defaults(parser)
 
 
 def run(arguments: argparse.Namespace) -> None:
     from argen.train import train_classifier
+
+    if arguments.prototypes:
+        from argen.interpret.prototypes import train_prototype_classifier
+
+        train_prototype_classifier(
+            arguments.data, training=training_config(arguments), prototypes=arguments.prototypes,
+            data_dir=arguments.data_dir, image_size=arguments.image_size, channels=arguments.channels,
+        )  # fmt: skip
+        return
 
     train_classifier(
         arguments.data,

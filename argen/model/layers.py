@@ -5,12 +5,15 @@ Pre-norm blocks of attention and a SwiGLU MLP on RMSNorm, as in LlamaGen (arXiv 
 by the class through AdaLN as in VAR (arXiv 2404.02905, ``AdaLNSelfAttn``): each block maps the class embedding to
 a scale, a shift and a gate for both of its branches.
 
-Each module has its own ``forward``; a `Block` runs as the fused `block_step` over its gathered `BlockWeights`, which
-calls the same functions (`attend`, `swiglu`) the modules' forwards call, so both give the same floats.
+Each module has its own ``forward``, and `Block.forward` chains its sub-modules, so forward hooks on any of them fire
+(``Attention.z`` and ``Block.mlp_out`` are parameterless ``nn.Identity`` hook points: the per-head outputs before the
+output projection and the MLP's output, for `argen.interpret`). The transformer's fast path is the fused `block_step`
+over gathered `BlockWeights`, which runs the same operations in the same order, so both give the same floats.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -28,9 +31,11 @@ Slots = KVCache | StaticSlots | None
 
 
 def attend(
-    h: Tensor, qkv_weight: Tensor, proj_weight: Tensor, *, heads: int, mask: Tensor | None, cache: Slots, layer: int
-) -> Tensor:
-    """Multi-head self-attention, h (B, L, D) → (B, L, D), ``mask`` (L, K) bool or None (every key visible)."""
+    h: Tensor, qkv_weight: Tensor, proj_weight: Tensor, *, heads: int, mask: Tensor | None, cache: Slots, layer: int,
+    z: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:  # fmt: skip
+    """Multi-head self-attention, h (B, L, D) → (B, L, D), ``mask`` (L, K) bool or None (every key visible); ``z``
+    is applied to the per-head outputs (B, L, H, D/H) before the output projection (a hook point)."""
     batch, length, width = h.shape
     qkv = linear(h, qkv_weight).view(batch, length, 3, heads, width // heads)
     query, key, value = qkv.permute(2, 0, 3, 1, 4)  # each (B, heads, L, D/heads)
@@ -43,8 +48,10 @@ def attend(
         keys[layer].index_copy_(2, where, key.to(keys.dtype))
         values[layer].index_copy_(2, where, value.to(values.dtype))
         key, value = keys[layer].to(query.dtype), values[layer].to(query.dtype)
-    h = F.scaled_dot_product_attention(query, key, value, attn_mask=mask)
-    return linear(h.transpose(1, 2).reshape(batch, length, width), proj_weight)  # (B, L, D)
+    h = F.scaled_dot_product_attention(query, key, value, attn_mask=mask).transpose(1, 2)  # (B, L, heads, D/heads)
+    if z is not None:
+        h = z(h)
+    return linear(h.reshape(batch, length, width), proj_weight)  # (B, L, D)
 
 
 def swiglu(h: Tensor, gate_up_weight: Tensor, down_weight: Tensor) -> Tensor:
@@ -74,10 +81,12 @@ class Attention(nn.Module):
         self.heads = config.heads
         self.qkv = Linear(config.width, 3 * config.width, bias=False)
         self.proj = Linear(config.width, config.width, bias=False)
+        self.z = nn.Identity()  # hook point: the per-head outputs (B, L, H, D/H); no parameters, checkpoints unchanged
 
     def forward(self, h: Tensor, *, mask: Tensor | None = None, cache: Slots = None, layer: int = 0) -> Tensor:
         """(B, L, D) → (B, L, D); ``cache`` and ``layer``: where earlier keys and values are read and these written."""
-        return attend(h, self.qkv.weight, self.proj.weight, heads=self.heads, mask=mask, cache=cache, layer=layer)
+        return attend(h, self.qkv.weight, self.proj.weight, heads=self.heads, mask=mask, cache=cache, layer=layer,
+                      z=self.z)  # fmt: skip
 
 
 class SwiGLU(nn.Module):
@@ -153,6 +162,7 @@ class Block(nn.Module):
         self.attention = Attention(config)
         self.mlp_norm = RMSNorm(config.width, eps=config.norm_eps, affine=affine)
         self.mlp = SwiGLU(config)
+        self.mlp_out = nn.Identity()  # hook point: the MLP's output (B, L, D) before the residual add
         self.modulation = Linear(config.width, 6 * config.width) if config.adaln else None
         self.dropout = nn.Dropout(config.dropout)
 
@@ -177,8 +187,23 @@ class Block(nn.Module):
         self, x: Tensor, terms: BlockTerms | None = None, *, mask: Tensor | None = None, cache: Slots = None,
         layer: int = 0,
     ) -> Tensor:  # fmt: skip
-        """(B, L, D) → (B, L, D): `block_step` with this block's weights."""
-        return block_step(x, self.weights(), terms, mask, cache, layer)
+        """(B, L, D) → (B, L, D): `block_step`'s operations in its order (the same floats), through the sub-modules so
+        that their forward hooks fire; the transformer takes this path only when a hook is registered."""
+        h = self.attention_norm(x)
+        if terms is not None:
+            gate1, gate2, scale1, scale2, shift1, shift2 = terms
+            h = torch.addcmul(shift1, h, scale1)
+        h = self.attention(h, mask=mask, cache=cache, layer=layer)
+        if self.training and self.dropout.p:
+            h = self.dropout(h)
+        x = x + h if terms is None else torch.addcmul(x, h, gate1)
+        h = self.mlp_norm(x)
+        if terms is not None:
+            h = torch.addcmul(shift2, h, scale2)
+        h = self.mlp_out(self.mlp(h))
+        if self.training and self.dropout.p:
+            h = self.dropout(h)
+        return x + h if terms is None else torch.addcmul(x, h, gate2)
 
 
 class HeadNorm(nn.Module):

@@ -172,12 +172,13 @@ class Transformer(nn.Module):
         call = self.prepare(inputs, labels, layout=layout, index=index, cache=cache)
         context = call.context
         mask = self.attention_mask(call.steps, call.host_steps, cache)
-        if self._compiled is not None and cache is None:
+        hooked = self.blocks_hooked(cache)
+        if self._compiled is not None and cache is None and not hooked:
             outputs = self._compiled(call.x, context.block_terms, context.head_terms, context.block_weights,
                                      context.head_weights, mask)  # fmt: skip
         else:
             features = self.forward_features(call.x, context.block_terms, context.head_terms, context.block_weights,
-                                             context.head_weights, mask=mask, cache=cache)  # fmt: skip
+                                             context.head_weights, mask=mask, cache=cache, hooked=hooked)  # fmt: skip
             outputs = self.forward_head(features, context.head_weights)
         if cache is not None:
             cache.advance(call.steps, call.host_steps)
@@ -245,19 +246,43 @@ class Transformer(nn.Module):
         *,
         mask: Tensor | None,
         cache: Slots,
+        hooked: bool = False,
     ) -> list[Tensor]:
         """The blocks and the head norms, x (B, L, D) → one (B, L, D) features tensor per output head: what the
-        output layers read (and where classifier-free guidance may act, since they are linear without a bias)."""
+        output layers read (and where classifier-free guidance may act, since they are linear without a bias).
+        ``hooked`` (`blocks_hooked`): run the blocks as modules, so that forward hooks fire (the same floats)."""
         config = self.config
+        blocks = [*self.blocks, *self.head_blocks]
+
+        def run(layer: int, x: Tensor) -> Tensor:
+            if hooked:
+                return blocks[layer](x, block_terms[layer], mask=mask, cache=cache, layer=layer)
+            return block_step(x, block_weights[layer], block_terms[layer], mask, cache, layer)
+
         for layer in range(config.depth):
-            x = block_step(x, block_weights[layer], block_terms[layer], mask, cache, layer)
+            x = run(layer, x)
         features = []
         for head, (norm_weight, _) in enumerate(head_weights):
             if head > 0:
-                layer = config.depth + head - 1
-                x = block_step(x, block_weights[layer], block_terms[layer], mask, cache, layer)
+                x = run(config.depth + head - 1, x)
             features.append(head_features(x, norm_weight, head_terms[head], eps=config.norm_eps))
         return features
+
+    def blocks_hooked(self, cache: KVCache | None = None) -> bool:
+        """Whether a forward hook or pre-hook sits on a block or one of its sub-modules (hook points for
+        `argen.interpret`: ``attention.z``, ``mlp_out``, ...). Calls then run the blocks as modules, so that the hooks
+        fire, instead of the fused `block_step` (which calls no module). Looked at once per generation with a
+        ``cache`` (kept in its memo), at every call without one."""
+        if cache is not None and "hooked" in cache.memo:
+            return bool(cache.memo["hooked"])
+        hooked = any(
+            module._forward_hooks or module._forward_pre_hooks
+            for block in (*self.blocks, *self.head_blocks)
+            for module in block.modules()
+        )
+        if cache is not None:
+            cache.memo["hooked"] = hooked
+        return hooked
 
     def forward_head(self, features: list[Tensor], head_weights: list[HeadWeights]) -> Tensor:
         """The output layers: one (B, L, D) features tensor per head → (B, L, V), or (B, L, H, V) with H > 1 heads."""

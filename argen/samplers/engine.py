@@ -123,18 +123,23 @@ class SamplingEngine:
         if guidance is not None and batch % 2:
             raise ArgenError(f"guidance needs 2B rows (conditional, then null class), got {batch}")
         index = torch.arange(inputs.shape[1]) if index is None else index.cpu()
-        start_key = self._start_key(inputs, labels, layout, index, cache, guidance)
+        # A forward hook on a block (argen.interpret: recording, steering) must see every call and change what it
+        # computes, so while one is registered nothing kept is served or kept (no first call, no context across
+        # generations) and the blocks run eagerly as modules; what was kept without hooks stays valid after them.
+        hooked = model.blocks_hooked(cache)
+        start_key = None if hooked else self._start_key(inputs, labels, layout, index, cache, guidance)
         kept = self._starts.get(start_key) if start_key is not None else None
         if kept is not None and kept[0] is layout:
             model.check_inputs(inputs, layout)
             return self._replay_start(kept[1], layout, index, cache)
         call = model.prepare(
             inputs, labels, layout=layout, index=index, cache=cache,
-            context=lambda: self._kept_context(labels, batch, inputs.device, layout),
+            context=None if hooked else lambda: self._kept_context(labels, batch, inputs.device, layout),
         )  # fmt: skip
         context, device = call.context, inputs.device
+        compiled = self._compiled if not hooked else None
         slots: Slots = cache
-        if cache is not None and self._compiled is not None and int(call.index[0]) == cache.length:
+        if cache is not None and compiled is not None and int(call.index[0]) == cache.length:
             slots, mask = static_slots(cache, layout, call.index, call.host_steps, device)
         else:
             mask = model.attention_mask(call.steps, call.host_steps, cache)
@@ -142,11 +147,14 @@ class SamplingEngine:
             # (1, L, 1) per position, never below float32 (a bf16 scale would be off in its third digit)
             dtype = torch.promote_types(call.x.dtype, torch.float32)
             guidance = guidance.to(device=device, dtype=dtype).view(1, -1, 1)
-        elif guidance is not None and self._compiled is not None:
+        elif guidance is not None and compiled is not None:
             guidance = torch.tensor(guidance, device=device)  # a tensor, not a constant: no graph per scale
-        body = self._body if self._compiled is None else self._compiled
-        outputs = body(call.x, context.block_terms, context.head_terms, context.block_weights, context.head_weights,
-                       mask, slots, guidance)  # fmt: skip
+        if compiled is not None:
+            outputs = compiled(call.x, context.block_terms, context.head_terms, context.block_weights,
+                               context.head_weights, mask, slots, guidance)  # fmt: skip
+        else:
+            outputs = self._body(call.x, context.block_terms, context.head_terms, context.block_weights,
+                                 context.head_weights, mask, slots, guidance, hooked)  # fmt: skip
         if cache is not None:
             cache.advance(call.steps, call.host_steps)
         if start_key is not None:
@@ -163,12 +171,13 @@ class SamplingEngine:
         mask: Tensor | None,
         slots: Slots,
         guidance: float | Tensor | None,
+        hooked: bool = False,
     ) -> Tensor:
         """Features, guidance, heads: (B, L, D) → (B, L, V) or (B, L, H, V) (B/2 rows with ``guidance``), what
-        `compile` compiles."""
+        `compile` compiles; ``hooked``: the blocks run as modules (`Transformer.blocks_hooked`)."""
         model = self.model
         features = model.forward_features(x, block_terms, head_terms, block_weights, head_weights, mask=mask,
-                                          cache=slots)  # fmt: skip
+                                          cache=slots, hooked=hooked)  # fmt: skip
         if guidance is not None:
             features = [guide(*part.chunk(2), guidance) for part in features]  # conditional rows, then null ones
         return model.forward_head(features, head_weights)
