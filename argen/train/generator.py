@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +12,16 @@ import torch
 from argen.checkpoint import config_to_dict, run_directory_lock
 from argen.dist import DistributedContext, setup
 from argen.tokenizers import Tokenizer
+from argen.train.budget import (
+    MIN_BATCH,
+    MIN_STEPS,
+    PROBE_BATCH,
+    BudgetPlan,
+    load_plan,
+    measure_seconds_per_example,
+    plan_for_budget,
+    save_plan,
+)
 from argen.train.config import TrainingConfig
 from argen.train.loop import check_budget, fit
 from argen.train.task import FitResult, TrainingTask
@@ -29,6 +40,7 @@ def train_generator(
     data_dir: str | None = None,
     tokens: str | None = None,
     transformer_overrides: TransformerOverrides | None = None,
+    choose: tuple[str, ...] = (),
     on_step: Callable[[int], None] | None = None,
 ) -> FitResult:
     """Train a transformer under ``order_name`` on the ids of ``data`` as encoded by the tokenizer in
@@ -41,11 +53,58 @@ def train_generator(
     check_budget(training)
     context = setup(training.device)
     with run_directory_lock(training.out) if context.is_main else contextlib.nullcontext():
-        task = generator_task(
-            tokenizer_directory, order_name, data, training=training, context=context, preset=preset,
-            data_dir=data_dir, tokens=tokens, transformer_overrides=transformer_overrides,
-        )  # fmt: skip
+
+        def make_task(preset: str, training: TrainingConfig) -> TrainingTask:
+            return generator_task(
+                tokenizer_directory, order_name, data, training=training, context=context, preset=preset,
+                data_dir=data_dir, tokens=tokens, transformer_overrides=transformer_overrides,
+            )  # fmt: skip
+
+        plan = None
+        if choose and training.minutes is not None:
+            plan = _budget_plan(make_task, training, context=context, preset=preset, choose=choose)
+            preset = plan.preset
+            training = replace(training, batch_size=plan.batch_size, warmup_steps=plan.warmup_steps)
+        task = make_task(preset, training)
+        if plan is not None:
+            chosen = ", ".join(f"{name.replace('_', ' ')} {getattr(plan, name)}" for name in choose)
+            task.summary["chosen"] = f"{chosen}: {plan.reason}"
         return fit(task, training, context=context, on_step=on_step)
+
+
+def _budget_plan(
+    make_task: Callable[[str, TrainingConfig], TrainingTask], training: TrainingConfig, *,
+    context: DistributedContext, preset: str, choose: tuple[str, ...],
+) -> BudgetPlan:  # fmt: skip
+    """The run's `BudgetPlan`: the one it started with when resuming, else timed here (every rank agrees: each
+    preset's slowest rank counts)."""
+    from argen.checkpoint import STATE_NAME
+    from argen.transformer import PRESETS
+
+    out = Path(training.out)
+    saved = load_plan(out)
+    if saved is not None and (out / STATE_NAME).exists() and not training.fresh:
+        return saved
+    given = {"preset": preset, "batch_size": training.batch_size, "warmup_steps": training.warmup_steps}
+    given = {name: value for name, value in given.items() if name not in choose}
+    seconds: dict[str, float] = {}
+    examples = 0
+    for candidate in [preset] if "preset" in given else list(PRESETS):
+        task = make_task(candidate, training)
+        examples = next(iter(task.tensors.values())).shape[0]
+        measured = measure_seconds_per_example(
+            task, batch_size=min(PROBE_BATCH, examples), device=context.device, precision=training.precision
+        )
+        timing = torch.tensor(measured / context.world_size)  # a global batch is split over the ranks
+        if context.enabled:
+            torch.distributed.all_reduce(timing, op=torch.distributed.ReduceOp.MAX)
+        seconds[candidate] = float(timing)
+        if training.minutes * 60 / (seconds[candidate] * min(MIN_BATCH, examples)) < MIN_STEPS:
+            break  # larger presets are slower still
+    plan = plan_for_budget(seconds, minutes=training.minutes, examples=examples, given=given)
+    if context.is_main:
+        save_plan(out, plan)
+    return plan
 
 
 def cached_token_ids(
