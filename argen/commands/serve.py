@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 
 NAME = "serve"
 HELP = "a local web page: generate step by step, paint a mask and inpaint / outpaint / class-edit"
@@ -38,6 +38,6 @@ def run(arguments: argparse.Namespace) -> None:
     except ImportError as error:
         missing = error.name or "a dependency"
         raise ArgenError(
-            f"argen serve needs the serve extra ({missing} is missing): pip install 'argen[serve]'"
+            f"argen serve needs the serve extra ({missing} is missing): {install_hint('serve')}"
         ) from None
     serve(arguments.models, host=arguments.host, port=arguments.port, device=arguments.device)

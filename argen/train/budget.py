@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from argen.train.task import TrainingTask
-from argen.transformer import autocast
+from argen.model import autocast
 
 MIN_STEPS = 300
 WARMUP_FRACTION = 0.1

@@ -25,6 +25,7 @@ from argen.train.budget import (
 from argen.train.config import TrainingConfig
 from argen.train.loop import check_budget, fit
 from argen.train.task import FitResult, TrainingTask
+from argen.train.watch import VALIDATION_EXAMPLES
 
 # Transformer settings a command may override on top of the preset (width, depth, heads, dropout, class_dropout).
 TransformerOverrides = dict[str, int | float]
@@ -79,7 +80,7 @@ def _budget_plan(
     """The run's `BudgetPlan`: the one it started with when resuming, else timed here (every rank agrees: each
     preset's slowest rank counts)."""
     from argen.checkpoint import STATE_NAME
-    from argen.transformer import PRESETS
+    from argen.model import PRESETS
 
     out = Path(training.out)
     saved = load_plan(out)
@@ -181,6 +182,34 @@ def generator_task(
         accuracy = (logits.argmax(-1) == targets).float().mean()
         return loss, {"token_accuracy": float(accuracy)}
 
+    def validation() -> dict[str, torch.Tensor]:
+        # The first images of the test split, encoded once: a fixed held-out set for the validation loss.
+        from argen.data import images_to_float, load_dataset
+
+        config = tokenizer.config
+        test = load_dataset(
+            data, split="test", data_dir=data_dir, image_size=config.image_size, channels=config.channels,
+            progress=False,
+        )  # fmt: skip
+        with torch.no_grad():
+            grids = tokenizer.encode(images_to_float(test.images[:VALIDATION_EXAMPLES].to(context.device)))
+        held_out = {f"grid_{index}": grid.cpu() for index, grid in enumerate(grids)}
+        if "labels" in tensors and test.labels is not None:
+            held_out["labels"] = test.labels[:VALIDATION_EXAMPLES]
+        return held_out
+
+    def preview(model: torch.nn.Module, _: object) -> tuple[torch.Tensor, int]:
+        # Two rows of samples, one column per class (up to 8), unguided at temperature 1: what training makes now.
+        from argen.data import float_to_images
+        from argen.samplers.ar import generate
+
+        shown = min(len(classes), 8)
+        request = {"labels": torch.arange(shown, device=context.device).repeat(2)} if shown else {"batch_size": 16}
+        output = generate(model, order, tokenizer, **request)
+        latent = getattr(output, "latent", None)
+        decoded = tokenizer.decode_latent(latent) if latent is not None else tokenizer.decode(output.ids)
+        return float_to_images(decoded), shown or 8
+
     return TrainingTask(
         kind=GENERATOR_KIND,
         config=GeneratorConfig(order=order.name, transformer=config_to_dict(transformer_config)),
@@ -189,6 +218,8 @@ def generator_task(
         loss=generator_loss,
         release_directory=str(out / "generator"),
         extra={"classes": classes, "tokenizer_fingerprint": fingerprint, "data": data},
+        validation=validation,
+        preview=preview,
         summary={
             "data": f"{data}, {len(classes) or 'no'} classes, "
             f"{tokenizer.config.channels}×{tokenizer.config.image_size}×{tokenizer.config.image_size}",

@@ -40,6 +40,7 @@ from argen.train.config import TrainingConfig, check_training, learning_rate_at
 from argen.train.state import ExponentialMovingAverage, Run, TrainingDiverged
 from argen.train.summary import print_summary
 from argen.train.task import FitResult, TrainingTask
+from argen.train.watch import Watcher
 
 
 def check_budget(training: TrainingConfig) -> None:
@@ -137,8 +138,8 @@ def _budget_steps(training: TrainingConfig, steps_per_epoch: int) -> int | None:
 class _Log:
     """The progress bar and ``metrics.jsonl``: the mean loss and throughput of every ``--log-every`` steps."""
 
-    def __init__(self, run: Run, *, budget_steps: int | None, steps_per_epoch: int) -> None:
-        self.run, self.budget_steps, self.steps_per_epoch = run, budget_steps, steps_per_epoch
+    def __init__(self, run: Run, *, budget_steps: int | None, steps_per_epoch: int, watcher: Watcher | None) -> None:
+        self.run, self.budget_steps, self.steps_per_epoch, self.watcher = run, budget_steps, steps_per_epoch, watcher
         self.bar = tqdm(
             total=budget_steps,
             initial=run.step,
@@ -177,6 +178,8 @@ class _Log:
         if run.context.is_main:
             with open(run.metrics_path, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
+            if self.watcher is not None:
+                self.watcher.record(record)
         shown = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['examples_per_second']:.0f}"}
         shown.update({name: f"{value:.3g}" for name, value in logs.items()})
         self.bar.set_postfix(shown, refresh=False)
@@ -233,7 +236,8 @@ def _fit(
         check_compile()
         run.model.compile()  # in place: the Transformer compiles its body, other modules their forward
     trained = torch.nn.parallel.DistributedDataParallel(run.model) if context.enabled else run.model
-    log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch)
+    watcher = Watcher(run) if context.is_main else None
+    log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch, watcher=watcher)
     reason = "finished"
     run_start = time.perf_counter() - run.elapsed
     epoch_indices, indexed_epoch = torch.empty(0, dtype=torch.long), -1
@@ -262,11 +266,21 @@ def _fit(
             log.add(mean_loss, logs, grad_norm, learning_rate)
             if on_step is not None:
                 on_step(run.step)
+            if watcher is not None and training.preview_every and run.step % training.preview_every == 0:
+                watcher.preview()
             reason = _stop_reason(run, interrupt) or "finished"
             if reason == "finished" and run.step % training.save_every == 0:
                 run.save(final=False)
+                if watcher is not None:
+                    watcher.validate()
     log.bar.close()
     run.save(final=reason in ("finished", "time budget"))
+    if watcher is not None:
+        if run.step and run.step % training.save_every:  # a checkpoint at the end that the loop did not score
+            watcher.validate()
+        if training.preview_every and run.step % training.preview_every:
+            watcher.preview()
+        watcher.close()
     context.barrier()
     if context.is_main:
         tqdm.write(f"{task.kind} training {reason} at step {run.step}; checkpoint in {out}")
