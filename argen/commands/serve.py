@@ -37,7 +37,5 @@ def run(arguments: argparse.Namespace) -> None:
         from argen.serve import serve
     except ImportError as error:
         missing = error.name or "a dependency"
-        raise ArgenError(
-            f"argen serve needs the serve extra ({missing} is missing): {install_hint('serve')}"
-        ) from None
+        raise ArgenError(f"argen serve needs the serve extra ({missing} is missing): {install_hint('serve')}") from None
     serve(arguments.models, host=arguments.host, port=arguments.port, device=arguments.device)

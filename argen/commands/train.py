@@ -45,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     # default: with --minutes, those left out are chosen by timing a few steps (argen.train.budget).
     for action in parser._actions:
         if action.dest in RECIPE:
-            action.help += f" (default: {RECIPE[action.dest]}; with --minutes, chosen to fit the budget on this machine)"
+            action.help += f" (default: {RECIPE[action.dest]}; with --minutes, chosen to fit the budget here)"
     show_defaults(parser)
 
 
