@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import torch
 
 from argen.checkpoint import config_to_dict, run_directory_lock
 from argen.dist import DistributedContext, setup
+from argen.orders import Order
 from argen.tokenizers import Tokenizer
 from argen.train.budget import (
     MIN_BATCH,
@@ -182,34 +184,6 @@ def generator_task(
         accuracy = (logits.argmax(-1) == targets).float().mean()
         return loss, {"token_accuracy": float(accuracy)}
 
-    def validation() -> dict[str, torch.Tensor]:
-        # The first images of the test split, encoded once: a fixed held-out set for the validation loss.
-        from argen.data import images_to_float, load_dataset
-
-        config = tokenizer.config
-        test = load_dataset(
-            data, split="test", data_dir=data_dir, image_size=config.image_size, channels=config.channels,
-            progress=False,
-        )  # fmt: skip
-        with torch.no_grad():
-            grids = tokenizer.encode(images_to_float(test.images[:VALIDATION_EXAMPLES].to(context.device)))
-        held_out = {f"grid_{index}": grid.cpu() for index, grid in enumerate(grids)}
-        if "labels" in tensors and test.labels is not None:
-            held_out["labels"] = test.labels[:VALIDATION_EXAMPLES]
-        return held_out
-
-    def preview(model: torch.nn.Module, _: object) -> tuple[torch.Tensor, int]:
-        # Two rows of samples, one column per class (up to 8), unguided at temperature 1: what training makes now.
-        from argen.data import float_to_images
-        from argen.samplers.ar import generate
-
-        shown = min(len(classes), 8)
-        request = {"labels": torch.arange(shown, device=context.device).repeat(2)} if shown else {"batch_size": 16}
-        output = generate(model, order, tokenizer, **request)
-        latent = getattr(output, "latent", None)
-        decoded = tokenizer.decode_latent(latent) if latent is not None else tokenizer.decode(output.ids)
-        return float_to_images(decoded), shown or 8
-
     return TrainingTask(
         kind=GENERATOR_KIND,
         config=GeneratorConfig(order=order.name, transformer=config_to_dict(transformer_config)),
@@ -218,8 +192,10 @@ def generator_task(
         loss=generator_loss,
         release_directory=str(out / "generator"),
         extra={"classes": classes, "tokenizer_fingerprint": fingerprint, "data": data},
-        validation=validation,
-        preview=preview,
+        validation=partial(
+            held_out_ids, tokenizer, data=data, data_dir=data_dir, device=context.device, labelled="labels" in tensors
+        ),
+        preview=partial(preview_samples, order=order, tokenizer=tokenizer, classes=len(classes)),
         summary={
             "data": f"{data}, {len(classes) or 'no'} classes, "
             f"{tokenizer.config.channels}×{tokenizer.config.image_size}×{tokenizer.config.image_size}",
@@ -229,3 +205,38 @@ def generator_task(
             f"({len(tokenizer.grid_shapes)} grids, {tokenizer.codebook_size} codes)",
         },
     )
+
+
+def held_out_ids(
+    tokenizer: Tokenizer, *, data: str, data_dir: str | None, device: torch.device, labelled: bool
+) -> dict[str, torch.Tensor]:
+    """The first `VALIDATION_EXAMPLES` images of the test split, encoded: a generator's fixed held-out set, as
+    ``grid_i`` (B, h, w) and ``labels`` (B,) like the training tensors."""
+    from argen.data import images_to_float, load_dataset
+
+    config = tokenizer.config
+    test = load_dataset(
+        data, split="test", data_dir=data_dir, image_size=config.image_size, channels=config.channels, progress=False
+    )
+    with torch.no_grad():
+        grids = tokenizer.encode(images_to_float(test.images[:VALIDATION_EXAMPLES].to(device)))
+    held_out = {f"grid_{index}": grid.cpu() for index, grid in enumerate(grids)}
+    if labelled and test.labels is not None:
+        held_out["labels"] = test.labels[:VALIDATION_EXAMPLES]
+    return held_out
+
+
+def preview_samples(
+    model: torch.nn.Module, _: object, *, order: Order, tokenizer: Tokenizer, classes: int
+) -> tuple[torch.Tensor, int]:
+    """Two rows of samples, a column per class (up to 8), unguided at temperature 1: uint8 (N, C, H, W), columns."""
+    from argen.data import float_to_images
+    from argen.samplers.ar import generate
+
+    shown = min(classes, 8)
+    device = next(model.parameters()).device
+    request = {"labels": torch.arange(shown, device=device).repeat(2)} if shown else {"batch_size": 16}
+    output = generate(model, order, tokenizer, **request)
+    latent = getattr(output, "latent", None)
+    decoded = tokenizer.decode_latent(latent) if latent is not None else tokenizer.decode(output.ids)
+    return float_to_images(decoded), shown or 8
