@@ -78,3 +78,34 @@ def test_tensorboard_logs_or_says_in_one_line_that_it_is_missing(workspace, tmp_
         assert (tmp_path / "tb" / "generator" / "model.safetensors").exists()  # training went on
     else:
         assert any((tmp_path / "tb" / "tensorboard").iterdir())
+
+
+def test_license_and_citation_name_every_paper_the_code_implements():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    assert (
+        root.joinpath("LICENSE").read_text().startswith("MIT License")
+        and 'license = "MIT"' in (root / "pyproject.toml").read_text()
+    )
+    citation = (root / "CITATION.cff").read_text()
+    implemented = set()
+    for folder in ("orders", "samplers"):
+        for module in (root / "argen" / folder).glob("*.py"):
+            docstring = module.read_text().split('"""')[1] if module.read_text().startswith('"""') else ""
+            implemented |= set(re.findall(r"arXiv:? ?(\d{4}\.\d{5})", docstring.split("\n\n")[0]))
+    assert implemented >= {"2503.07076", "2404.02905", "2406.06525", "2503.10696", "2410.01699", "2411.17787"}
+    for number in implemented:
+        assert f"arXiv:{number}" in citation, number
+
+
+def test_missing_extra_hints_fit_a_clone_and_an_installed_package(tmp_path, monkeypatch):
+    import argen.errors
+    from argen.errors import install_hint
+
+    assert install_hint("compress").startswith("pip install -e '.[compress]' in ")  # this checkout is a clone
+    installed = tmp_path / "site-packages" / "argen" / "errors.py"
+    installed.parent.mkdir(parents=True)
+    monkeypatch.setattr(argen.errors, "__file__", str(installed))
+    assert install_hint("compress") == "pip install 'argen[compress]'"

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from argen.data.files import enlarged
 from argen.errors import ArgenError
 from argen.model import autocast
 
@@ -30,14 +31,6 @@ if TYPE_CHECKING:
 
 VALIDATION_EXAMPLES = 256
 PREVIEW_DIRECTORY = "previews"
-# Thumbnails smaller than this are enlarged (nearest neighbour) so a 28-pixel grid is readable in an image viewer.
-PREVIEW_CELL = 64
-
-
-def enlarged(images: torch.Tensor, *, minimum: int = PREVIEW_CELL) -> torch.Tensor:
-    """uint8 (N, C, H, W) enlarged by a whole factor (nearest neighbour) so that H reaches ``minimum``."""
-    factor = max(1, -(-minimum // images.shape[-2]))
-    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1) if factor > 1 else images
 
 
 class Watcher:
