@@ -214,12 +214,12 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
-    from argen.tuning import tune_sampling
+    from argen.metrics.tuning import tune_sampling
 
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):
         # Samples should be of the class asked for: the lowest FID among settings with ≥ 90 % class accuracy
-        # (argen.tuning, as `argen tune` runs it, on this script's grid and cached evaluations).
+        # (argen.metrics.tuning, as `argen tune` runs it, on this script's grid and cached evaluations).
         result = tune_sampling(
             run, classifier=arguments.classifier, data="fashion-mnist", num_images=2000, reference_split="test",
             grid=SWEEP, min_class_accuracy=0.9, seed=0, progress=False,

@@ -1,5 +1,5 @@
-"""`argen tune` (argen.tuning): the class-accuracy rule and the two-stage search on fake scores, then the command on a
-tiny model writing sampling.json that the Pipeline uses."""
+"""`argen tune` (argen.metrics.tuning): the class-accuracy rule and the two-stage search on fake scores, then the
+command on a tiny model writing sampling.json that the Pipeline uses."""
 
 import json
 
@@ -7,7 +7,7 @@ from conftest import write_idx_dataset
 
 from argen import Pipeline
 from argen.cli import run
-from argen.tuning import choose, sweep
+from argen.metrics.tuning import choose, sweep
 
 
 def fake_evaluate(table):

@@ -12,7 +12,7 @@ DESCRIPTION = (
     "Serve a page and a small JSON API (documented in the README) on the model directories: choose a model, class, "
     "guidance and seed and watch the image refine step by step; paint a mask over it or over an uploaded picture and "
     "inpaint, outpaint or class-edit it. Listens on localhost only unless --host says otherwise. Needs the serve "
-    "extra: pip install 'argen[serve]'."
+    "extra (pip install 'argen[serve]', or pip install -e '.[serve]' in a clone)."
 )
 ORDER = 105  # after demo, the other way to look at the shipped models
 

@@ -1,4 +1,4 @@
-"""`argen tune`: sampling settings for one model, measured (argen.tuning), written to MODEL/sampling.json."""
+"""`argen tune`: sampling settings for one model, measured (argen.metrics.tuning), written to MODEL/sampling.json."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(arguments: argparse.Namespace) -> None:
     from argen.checkpoint import shipped_checkpoint
-    from argen.tuning import describe, tune_sampling
+    from argen.metrics.tuning import describe, tune_sampling
 
     classifier = arguments.classifier or shipped_checkpoint(arguments.data, "classifier")
     if classifier is None:
