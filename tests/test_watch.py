@@ -51,6 +51,8 @@ def test_a_generator_run_writes_sample_grids_and_watching_changes_nothing(worksp
     assert Image.open(watched / "previews" / "step-6.png").size[0] >= 8 * 64  # a column per class, ≥ 64 px
     assert [r["step"] for r in records(watched) if "validation_loss" in r] == [3, 6]
     assert [r["step"] for r in records(plain) if "validation_loss" in r] == [6]  # the end is always scored
+    # In the training record of its step: every record stays a full one (readers take the last record's loss).
+    assert all("loss" in r and "learning_rate" in r for r in records(watched) + records(plain))
     # Validation and previews run on a copy under a forked random stream: the weights are bit-identical.
     first = load_file(str(watched / "generator" / "model.safetensors"))
     second = load_file(str(plain / "generator" / "model.safetensors"))

@@ -4,8 +4,8 @@ and optional TensorBoard logging (``--tensorboard``, the ``tensorboard`` extra).
 The loss on the training batches says little about over-fitting or about what the model makes, so at every
 checkpoint the released weights (the EMA when there is one) are scored on a small fixed held-out set (the first
 `VALIDATION_EXAMPLES` of the data's test split, `TrainingTask.validation`), logged to ``metrics.jsonl`` as
-``validation_loss``. Generators write a sample grid and tokenizers a reconstruction grid (`TrainingTask.preview`) to
-``OUT/previews/step-N.png``.
+``validation_loss`` in the training record of the checkpoint's step. Generators write a sample grid and tokenizers a
+reconstruction grid (`TrainingTask.preview`) to ``OUT/previews/step-N.png``.
 
 Watching never changes training: it runs on a copy of the weights, under ``torch.random.fork_rng`` (so the random
 streams, and the bit-identical resume, are untouched), on the main process only.
@@ -14,7 +14,6 @@ streams, and the bit-identical resume, are untouched), on the main process only.
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +63,7 @@ class Watcher:
 
     @torch.no_grad()
     def validate(self) -> float | None:
-        """The mean loss on the held-out set, appended to metrics.jsonl as {"step", "validation_loss"}."""
+        """The mean loss of the watched weights on the held-out set (the loop puts it in metrics.jsonl)."""
         run = self.run
         validation = self._validation_batch()
         if validation is None:
@@ -80,11 +79,7 @@ class Watcher:
                     loss, _ = run.task.loss(model, batch)
                 total += float(loss) * next(iter(batch.values())).shape[0]
             run.model.train()
-        value = total / count
-        with open(run.metrics_path, "a") as stream:
-            stream.write(json.dumps({"step": run.step, "validation_loss": value}) + "\n")
-        self.record({"step": run.step, "validation_loss": value})
-        return value
+        return total / count
 
     @torch.no_grad()
     def preview(self) -> Path | None:
