@@ -26,8 +26,8 @@ from pathlib import Path
 
 import torch
 
-from argen.train.task import TrainingTask
 from argen.model import autocast
+from argen.train.task import TrainingTask
 
 MIN_STEPS = 300
 WARMUP_FRACTION = 0.1
