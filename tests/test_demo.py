@@ -49,7 +49,10 @@ def test_demo_writes_a_page_with_every_order(checkpoints, tmp_path, capsys):
         assert row["images_per_second"] > 0 and 0.0 <= row["demo_class_accuracy"] <= 1.0
         assert row["images_timed"] == 20  # 10 classes × 2
     assert "run <code>argen bench --evaluate-only</code>" in page  # no results.json yet
-    assert Image.open(out / "demo.png").width > 4 * Image.open(out / "samples-raster.png").width
+    # demo.png: the four orders' grids side by side (each at least 2 samples of 12 px wide); the grid files themselves
+    # are enlarged to 64-px cells (12 px × 6 = 72, nearest)
+    assert Image.open(out / "demo.png").width > 4 * 2 * 12
+    assert Image.open(out / "samples-raster.png").width >= 2 * 72
     assert "index.html" in capsys.readouterr().out
     threads = summary["threads"]
     assert f"with {threads} thread{'' if threads == 1 else 's'}.</p>" in page and "with 1 threads" not in page
