@@ -214,25 +214,18 @@ def plot_curves(rows: list[dict], path: Path) -> None:
 
 
 def sweep(arguments: argparse.Namespace, evaluate: Evaluator) -> None:
-    from argen.model_directory import write_recommended_sampling
+    from argen.metrics.tuning import tune_sampling
 
     table = {}
     for name, run in trained_runs(Path(arguments.runs), names=arguments.only or SWEEP_RUNS):
-        scores = []
-        for settings in SWEEP:
-            results = evaluate(run, num=2000, reference="test", **settings)
-            scores.append({**settings, "fid": results["fid"], "class_accuracy": results["class_accuracy"]})
-        # Samples should be of the class asked for: the lowest FID among settings with ≥ 90 % class accuracy.
-        eligible = [score for score in scores if score["class_accuracy"] >= 0.9] or scores
-        best = min(eligible, key=lambda score: score["fid"])
-        recommended = {"cfg_scale": best["cfg_scale"], "top_k": best["top_k"]}
-        chosen_by = (
-            "lowest FID of 2 000 samples (seed 0) against the 10 000 Fashion-MNIST test images among the "
-            "settings whose class accuracy is at least 90 %, "
-            f"among {SWEEP} (bench/convergence.py sweep)"
-        )
-        write_recommended_sampling(run, recommended, chosen_by=chosen_by)  # the library's own writer and format
-        table[name] = {"scores": scores, "recommended": recommended}
+        # Samples should be of the class asked for: the lowest FID among settings with ≥ 90 % class accuracy
+        # (argen.metrics.tuning, as `argen tune` runs it, on this script's grid and cached evaluations).
+        result = tune_sampling(
+            run, classifier=arguments.classifier, data="fashion-mnist", num_images=2000, reference_split="test",
+            grid=SWEEP, min_class_accuracy=0.9, seed=0, progress=False,
+            evaluate=lambda settings, run=run: evaluate(run, num=2000, reference="test", **settings),
+        )  # fmt: skip
+        table[name] = {"scores": result["scores"], "recommended": result["recommended"]}
     out = Path(arguments.out)
     (out / "sweep.json").write_text(json.dumps(table, indent=2) + "\n")
     header = " | ".join(f"cfg {settings['cfg_scale']}, top-k {settings['top_k'] or 'all'}" for settings in SWEEP)

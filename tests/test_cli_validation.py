@@ -97,10 +97,11 @@ def test_help_shows_every_training_default_and_the_flags_match_the_dataclass(cap
         main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     for expected in (
-        "--batch-size BATCH_SIZE global batch size (split over the processes) (default: 128)",
-        "(default: 3m)",  # --preset
+        # --batch-size, --preset, --warmup-steps: the recipe, or with --minutes chosen by timing (argen.train.budget)
+        "--batch-size BATCH_SIZE global batch size (split over the processes) (default: 128; with --minutes, chosen",
+        "(default: 3m; with --minutes, chosen to fit the budget here)",  # --preset
         "(default: 0.001)",  # --learning-rate
-        "(default: 200)",  # --warmup-steps, the generator recipe's own
+        "(default: 200; with --minutes",  # --warmup-steps, the generator recipe's own
         "checkpoint every N steps (default: 1000)",  # one default, the dataclass's (was 500 on the flag)
         "--final-learning-rate-ratio",
     ):

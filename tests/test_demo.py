@@ -49,8 +49,13 @@ def test_demo_writes_a_page_with_every_order(checkpoints, tmp_path, capsys):
         assert row["images_per_second"] > 0 and 0.0 <= row["demo_class_accuracy"] <= 1.0
         assert row["images_timed"] == 20  # 10 classes × 2
     assert "run <code>argen bench --evaluate-only</code>" in page  # no results.json yet
-    assert Image.open(out / "demo.png").width > 4 * Image.open(out / "samples-raster.png").width
+    # demo.png: the four orders' grids side by side (each at least 2 samples of 12 px wide); the grid files themselves
+    # are enlarged to 64-px cells (12 px × 6 = 72, nearest)
+    assert Image.open(out / "demo.png").width > 4 * 2 * 12
+    assert Image.open(out / "samples-raster.png").width >= 2 * 72
     assert "index.html" in capsys.readouterr().out
+    threads = summary["threads"]
+    assert f"with {threads} thread{'' if threads == 1 else 's'}.</p>" in page and "with 1 threads" not in page
 
 
 def test_demo_shows_the_measured_quality_table(checkpoints, tmp_path):
@@ -72,6 +77,7 @@ def test_demo_shows_the_measured_quality_table(checkpoints, tmp_path):
     assert "argen bench --data mnist --evaluate-only" in page
     assert "<td>frequency</td><td>40</td><td>12.25</td><td>12.30</td>" in page and "87.5 %" in page
     assert "real test images (floor)" in page
+    assert "so the two figures for one model differ" in page  # the two images/s columns explained
     rows = {row["order"]: row for row in json.loads((tmp_path / "demo.json").read_text())["orders"]}
     assert rows["scale"]["sampling"]["cfg_scale"] == 1.5 and rows["scale"]["sampling"]["top_k"] == 10  # sampling.json
     assert rows["raster"]["sampling"]["cfg_scale"] == 1.0  # no recommendation: the library default

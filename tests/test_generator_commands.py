@@ -53,6 +53,8 @@ def test_train_sample_and_pipeline(order, workspace, tmp_path, capsys):
     assert saved["images"].shape == (6, 16, 16) and saved["images"].dtype == np.uint8
     assert saved["labels"].tolist() == [0, 0, 0, 3, 3, 3]
     assert Image.open(grid).size == Image.open(gif).size
+    # 16-pixel samples in cells enlarged ×4 to 64 px (nearest): a grid of 2 rows × 3 columns with 2-px padding
+    assert Image.open(grid).size == (3 * 66 + 2, 2 * 66 + 2)
 
     pipeline = Pipeline.from_pretrained(out)
     assert gif_frames(gif) == pipeline.order.layout(pipeline.tokenizer.grid_shapes).num_steps

@@ -34,7 +34,7 @@ from pathlib import Path
 from argen.apps.bench_measurements import Measurements, say
 from argen.apps.bench_report import plot_quality_speed, results_markdown, results_table
 from argen.checkpoint import atomic_write_text, shipped_checkpoint
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 from argen.orders import ORDERS, default_tokenizers
 
 # The shared recipe (bench/tokenizers.py and bench/generators.py measured it): tokenizers at batch 32, lr 2e-3
@@ -61,7 +61,7 @@ def check_evaluation_extras() -> None:
         try:
             __import__(module)
         except ImportError:
-            raise ArgenError(f"argen bench needs {module}: pip install 'argen[eval]'") from None
+            raise ArgenError(f"argen bench needs {module}: {install_hint('eval')}") from None
 
 
 def stopped_by_user(result) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 
 REFERENCE_SPLIT = "train"  # the real split generated images are scored against
 
@@ -105,7 +105,7 @@ def plot_quality_speed(results: dict, path: Path) -> None:
         from matplotlib.figure import Figure
         from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     except ImportError:
-        raise ArgenError("the quality-versus-speed plot needs matplotlib: pip install 'argen[eval]'") from None
+        raise ArgenError(f"the quality-versus-speed plot needs matplotlib: {install_hint('eval')}") from None
 
     # The object-oriented API with an explicit Agg canvas: no pyplot, so no global backend switch in the caller.
     figure = Figure(figsize=(6.4, 4.4), layout="constrained")

@@ -164,7 +164,9 @@ def render_page(summary: dict, *, classes: list[str]) -> str:
     quality = (
         "<h2>Quality (measured offline)</h2>"
         f"<p>Produced by <code>{escape(summary['measured_command'] or 'argen bench')}</code>; features and class "
-        "accuracy from argen's own Fashion-MNIST classifier, against the train split.</p>"
+        "accuracy from argen's own Fashion-MNIST classifier, against the train split. Its images/s were measured "
+        "by that run, sampling all its images in large batches at another time and load: the speed table above "
+        "times this page's own batch now, so the two figures for one model differ.</p>"
         "<table><tr><th>order</th><th>images</th><th>FID ↓</th><th>KID×1000 ↓</th><th>IS ↑</th><th>precision ↑</th>"
         "<th>recall ↑</th><th>class accuracy ↑</th><th>images/s</th></tr>" + "".join(quality_rows) + "</table>"
         if quality_rows
@@ -172,6 +174,7 @@ def render_page(summary: dict, *, classes: list[str]) -> str:
         "FID, KID, IS, precision/recall and class accuracy.</p>"
     )
     rows_text = "".join(live_rows)
+    threads = f"{summary['threads']} thread" + ("" if summary["threads"] == 1 else "s")
     class_list = escape(", ".join(f"{index} {name}" for index, name in enumerate(classes)))
     settings = [
         f"{row['order']}: guidance {row['sampling']['cfg_scale']}, top-k {row['sampling']['top_k'] or 'all'}"
@@ -196,7 +199,7 @@ from the shipped checkpoints in <code>{escape(summary["checkpoints"])}</code>. R
 <th>classified as asked (these samples)</th></tr>{rows_text}</table>
 {quality}
 {"".join(sections)}
-<p>Made by <code>argen demo</code> in {summary["seconds"]:.1f} s with {summary["threads"]} threads.</p>
+<p>Made by <code>argen demo</code> in {summary["seconds"]:.1f} s with {threads}.</p>
 </body></html>
 """
 

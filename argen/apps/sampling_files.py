@@ -37,6 +37,7 @@ def sample_to_files(
     import torch
 
     from argen.data import image_grid, save_images_npz
+    from argen.data.files import enlarged
     from argen.pipeline import Pipeline
 
     pipeline = (
@@ -56,9 +57,10 @@ def sample_to_files(
         return_intermediates=progress_path is not None, **sampling,
     )  # fmt: skip
     if grid_path:
-        image_grid(result.pixels, columns=per_label).save(grid_path)
+        # cells enlarged to ≥ 64 px (nearest): the npz keeps the images at their own size
+        image_grid(enlarged(result.pixels), columns=per_label).save(grid_path)
     if progress_path:
-        frames = [image_grid(pixels, columns=per_label) for pixels in result.intermediate_pixels]
+        frames = [image_grid(enlarged(pixels), columns=per_label) for pixels in result.intermediate_pixels]
         durations = [250] * (len(frames) - 1) + [1500]  # hold the finished image
         frames[0].save(progress_path, save_all=True, append_images=frames[1:], duration=durations, loop=0)
     if npz_path:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 
 LOG2_STEPS = 16  # log2-probabilities are rounded to 1/16 bit
 WEIGHT_BITS = 24  # dynamic range of the weights: the least likely symbol ≥ 2^-24 of the most likely one
@@ -86,7 +86,7 @@ class Streams:
             import constriction
         except ImportError:
             raise ArgenError(
-                "compression needs the constriction package: pip install 'argen[compress]' (or constriction)"
+                f"compression needs the constriction package: {install_hint('compress')} (or pip install constriction)"
             ) from None
 
         self.encoding = payloads is None

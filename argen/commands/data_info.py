@@ -20,7 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
+    from functools import partial
+
     from argen.data import IDX_SOURCES, find_idx_files, image_grid, load_dataset
+
+    # Flushed at once: the loading progress bar writes to stderr, and a buffered stdout would come out glued to it
+    # ("skipped files: 0decoding images:") when both go to one terminal or file.
+    say = partial(print, flush=True)
 
     for split in ("train", "test"):
         start = time.perf_counter()
@@ -34,17 +40,17 @@ def run(arguments: argparse.Namespace) -> None:
         )
         seconds = time.perf_counter() - start
         channels, height, width = dataset.image_shape
-        print(f"{arguments.data} [{split}]: {len(dataset)} images, {channels}×{height}×{width} uint8")
-        print(f"  loaded in {seconds:.2f} s ({len(dataset) / max(seconds, 1e-9):.0f} images/s)")
+        say(f"{arguments.data} [{split}]: {len(dataset)} images, {channels}×{height}×{width} uint8")
+        say(f"  loaded in {seconds:.2f} s ({len(dataset) / max(seconds, 1e-9):.0f} images/s)")
         if dataset.labels is None:
-            print("  unlabelled")
+            say("  unlabelled")
         else:
             counts = dataset.labels.bincount(minlength=dataset.num_classes).tolist()
             listed = ", ".join(f"{name} ({count})" for name, count in zip(dataset.classes, counts))
-            print(f"  {dataset.num_classes} classes: {listed}")
-        print(f"  skipped files: {len(dataset.skipped)}")
+            say(f"  {dataset.num_classes} classes: {listed}")
+        say(f"  skipped files: {len(dataset.skipped)}")
         if split == "train" and arguments.grid:
             image_grid(dataset.images[: arguments.grid_count]).save(arguments.grid)
-            print(f"  wrote a grid of the first {min(arguments.grid_count, len(dataset))} images to {arguments.grid}")
+            say(f"  wrote a grid of the first {min(arguments.grid_count, len(dataset))} images to {arguments.grid}")
     if arguments.data.lower() in IDX_SOURCES:
-        print(f"IDX files: {find_idx_files(arguments.data, arguments.data_dir)}")
+        say(f"IDX files: {find_idx_files(arguments.data, arguments.data_dir)}")

@@ -10,7 +10,6 @@ from argen.commands.arguments import (
     add_sampler_arguments,
     add_sampling_arguments,
     add_speed_arguments,
-    print_results,
     sampler_options,
     sampling_arguments,
     speed_arguments,
@@ -91,7 +90,36 @@ def run(arguments: argparse.Namespace) -> None:
         **speed_arguments(arguments),
         **sampling,
     )
-    print_results(results)
+    report_with_floor(arguments, classifier, results)
     for path, what in ((arguments.json, "JSON"), (arguments.save_npz, "npz")):
         if path:
             print(f"{what}: {path}")
+
+
+def report_with_floor(arguments: argparse.Namespace, classifier: str, results: dict) -> None:
+    """The results table with the real held-out floor beside every score, then one warning line if they mislead."""
+    import json
+
+    from argen.checkpoint import atomic_write_text
+    from argen.metrics.evaluate import load_evaluation_classifier
+    from argen.metrics.trust import classifier_facts, floor_table, real_floor, trust_warning
+
+    floor: dict[str, float] = {}
+    if arguments.real is None:  # a real split is its own floor
+        floor = real_floor(
+            classifier, arguments.data, reference_split=arguments.reference_split, num_images=results["images"],
+            data_dir=arguments.data_dir, device=arguments.device, progress=not arguments.no_progress,
+        )  # fmt: skip
+    for line in floor_table(results, floor):
+        print(line)
+    num_classes, feature_dim = classifier_facts(load_evaluation_classifier(classifier)[0])
+    warning = trust_warning(
+        classifier_accuracy=results.get("classifier_test_accuracy"), num_classes=num_classes, feature_dim=feature_dim,
+        generated=results["images"], reference=results["reference"]["images"], fid=results.get("fid"),
+        floor_fid=floor.get("fid"),
+    )  # fmt: skip
+    if warning:
+        print(warning)
+    if arguments.json:
+        results = dict(results, real_held_out=floor, warning=warning)
+        atomic_write_text(arguments.json, json.dumps(results, indent=2) + "\n")

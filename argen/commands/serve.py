@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 
 NAME = "serve"
 HELP = "a local web page: generate step by step, paint a mask and inpaint / outpaint / class-edit"
@@ -12,7 +12,7 @@ DESCRIPTION = (
     "Serve a page and a small JSON API (documented in the README) on the model directories: choose a model, class, "
     "guidance and seed and watch the image refine step by step; paint a mask over it or over an uploaded picture and "
     "inpaint, outpaint or class-edit it. Listens on localhost only unless --host says otherwise. Needs the serve "
-    "extra: pip install 'argen[serve]'."
+    "extra (pip install 'argen[serve]', or pip install -e '.[serve]' in a clone)."
 )
 ORDER = 105  # after demo, the other way to look at the shipped models
 
@@ -37,7 +37,5 @@ def run(arguments: argparse.Namespace) -> None:
         from argen.serve import serve
     except ImportError as error:
         missing = error.name or "a dependency"
-        raise ArgenError(
-            f"argen serve needs the serve extra ({missing} is missing): pip install 'argen[serve]'"
-        ) from None
+        raise ArgenError(f"argen serve needs the serve extra ({missing} is missing): {install_hint('serve')}") from None
     serve(arguments.models, host=arguments.host, port=arguments.port, device=arguments.device)

@@ -39,6 +39,17 @@ def image_grid(images: torch.Tensor, *, columns: int | None = None, padding: int
     return Image.fromarray(np.ascontiguousarray(canvas.transpose(1, 2, 0)))
 
 
+# Thumbnails smaller than this are enlarged for grids people look at (`argen sample`, training previews): a 28-pixel
+# cell is a smudge in an image viewer.
+GRID_CELL = 64
+
+
+def enlarged(images: torch.Tensor, *, minimum: int = GRID_CELL) -> torch.Tensor:
+    """uint8 (N, C, H, W) enlarged by a whole factor, nearest neighbour (sharp pixels), so H reaches ``minimum``."""
+    factor = -(-minimum // images.shape[-2])
+    return images.repeat_interleave(factor, dim=-2).repeat_interleave(factor, dim=-1) if factor > 1 else images
+
+
 def save_images_npz(path: str | Path, images: torch.Tensor, labels: torch.Tensor | None) -> None:
     """uint8 images as (N, H, W) for grayscale or (N, H, W, 3), plus labels (empty when unconditional)."""
     array = images.permute(0, 2, 3, 1).numpy()

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from argen.checkpoint import atomic_write_text
 from argen.data import float_to_images, image_grid, images_to_float, load_dataset, load_images_npz, save_images_npz
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 from argen.metrics.features import feature_metrics
 from argen.metrics.spectral import radial_power_spectrum, spectral_metrics
 from argen.tokenizers.losses import codebook_statistics, psnr
@@ -30,7 +30,7 @@ def torchmetrics_ssim():
     try:
         from torchmetrics.image import StructuralSimilarityIndexMeasure
     except ImportError:
-        raise ArgenError("this command needs torchmetrics: pip install 'argen[eval]'") from None
+        raise ArgenError(f"this command needs torchmetrics: {install_hint('eval')}") from None
     return StructuralSimilarityIndexMeasure(data_range=1.0)
 
 

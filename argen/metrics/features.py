@@ -14,7 +14,7 @@ import warnings
 import torch
 from torch import nn
 
-from argen.errors import ArgenError
+from argen.errors import ArgenError, install_hint
 
 
 class GivenFeatures(nn.Module):
@@ -35,7 +35,7 @@ def _torchmetrics_image():
         from torchmetrics.image.inception import InceptionScore
         from torchmetrics.image.kid import KernelInceptionDistance
     except ImportError:
-        raise ArgenError("generator metrics need torchmetrics: pip install 'argen[eval]'") from None
+        raise ArgenError(f"generator metrics need torchmetrics: {install_hint('eval')}") from None
     return FrechetInceptionDistance, KernelInceptionDistance, InceptionScore
 
 

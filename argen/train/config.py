@@ -115,6 +115,12 @@ class TrainingConfig:
         None, "also keep a copy of the weights every N steps in OUT/snapshots/step-N", _positive_integer
     )
     log_every: int = _setting(20, "append to metrics.jsonl every N steps", _positive_integer)
+    preview_every: int = _setting(
+        500,
+        "write a sample grid (generators) or reconstructions (tokenizers) to OUT/previews every N steps (0: never)",
+        lambda n, v: whole_number(n, v, minimum=0),
+    )
+    tensorboard: bool = _setting(False, "also log to OUT/tensorboard (needs the tensorboard extra)")
     device: str | None = _setting(None, "cpu or cuda (default: cuda when available)", choices=("cpu", "cuda"))
     fresh: bool = _setting(False, "ignore an existing checkpoint in --out and start over")
     progress: bool = _setting(True, "show a progress bar (--no-progress hides it)", flag="--no-progress")

@@ -40,6 +40,7 @@ from argen.train.config import TrainingConfig, check_training, learning_rate_at
 from argen.train.state import ExponentialMovingAverage, Run, TrainingDiverged
 from argen.train.summary import print_summary
 from argen.train.task import FitResult, TrainingTask
+from argen.train.watch import Watcher
 
 
 def check_budget(training: TrainingConfig) -> None:
@@ -137,8 +138,8 @@ def _budget_steps(training: TrainingConfig, steps_per_epoch: int) -> int | None:
 class _Log:
     """The progress bar and ``metrics.jsonl``: the mean loss and throughput of every ``--log-every`` steps."""
 
-    def __init__(self, run: Run, *, budget_steps: int | None, steps_per_epoch: int) -> None:
-        self.run, self.budget_steps, self.steps_per_epoch = run, budget_steps, steps_per_epoch
+    def __init__(self, run: Run, *, budget_steps: int | None, steps_per_epoch: int, watcher: Watcher | None) -> None:
+        self.run, self.budget_steps, self.steps_per_epoch, self.watcher = run, budget_steps, steps_per_epoch, watcher
         self.bar = tqdm(
             total=budget_steps,
             initial=run.step,
@@ -148,6 +149,7 @@ class _Log:
             dynamic_ncols=True,
         )
         self.last_logs: dict[str, float] = {}
+        self.latest: tuple[dict, float, float] = ({}, 0.0, 0.0)  # the last step's logs, gradient norm, learning rate
         self._reset(time.perf_counter())
 
     def _reset(self, now: float) -> None:
@@ -160,9 +162,16 @@ class _Log:
         self.count += 1
         self.examples += run.training.batch_size
         self.last_logs = {"loss": mean_loss, **logs}
+        self.latest = (logs, grad_norm, learning_rate)
         self.bar.update(1)
         if step % run.training.log_every and step != self.budget_steps:
             return
+        self._write({})
+
+    def _write(self, extra: dict[str, float]) -> None:
+        """Append the record of the steps counted since the last one (with ``extra``), and start a new interval."""
+        run, step = self.run, self.run.step
+        logs, grad_norm, learning_rate = self.latest
         now = time.perf_counter()
         record = {
             "step": step,
@@ -173,14 +182,38 @@ class _Log:
             "examples_per_second": self.examples / max(now - self.start, 1e-9),
             "elapsed_seconds": round(run.elapsed, 3),
             **{name: float(value) for name, value in logs.items()},
+            **extra,
         }
         if run.context.is_main:
             with open(run.metrics_path, "a") as stream:
                 stream.write(json.dumps(record) + "\n")
+            if self.watcher is not None:
+                self.watcher.record(record)
         shown = {"loss": f"{record['loss']:.4f}", "img/s": f"{record['examples_per_second']:.0f}"}
         shown.update({name: f"{value:.3g}" for name, value in logs.items()})
         self.bar.set_postfix(shown, refresh=False)
         self._reset(now)
+
+    def validation(self, value: float) -> None:
+        """Put the checkpoint's validation loss in the record of its step: the record just written, or the one of
+        the steps since (written now), so every record stays a full training record (readers take the last one)."""
+        run = self.run
+        if self.count:
+            self._write({"validation_loss": value})
+            return
+        lines = run.metrics_path.read_text().splitlines() if run.metrics_path.exists() else []
+        last = json.loads(lines[-1]) if lines else {}
+        if last.get("step") == run.step:
+            last["validation_loss"] = value
+            run.metrics_path.write_text("".join(line + "\n" for line in lines[:-1]) + json.dumps(last) + "\n")
+            if self.watcher is not None:
+                self.watcher.record({"step": run.step, "validation_loss": value})
+
+
+def _validate(watcher: Watcher | None, log: _Log) -> None:
+    value = watcher.validate() if watcher is not None else None
+    if value is not None:
+        log.validation(value)
 
 
 def _stop_reason(run: Run, interrupt: _InterruptFlag) -> str | None:
@@ -233,7 +266,8 @@ def _fit(
         check_compile()
         run.model.compile()  # in place: the Transformer compiles its body, other modules their forward
     trained = torch.nn.parallel.DistributedDataParallel(run.model) if context.enabled else run.model
-    log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch)
+    watcher = Watcher(run) if context.is_main else None
+    log = _Log(run, budget_steps=budget_steps, steps_per_epoch=steps_per_epoch, watcher=watcher)
     reason = "finished"
     run_start = time.perf_counter() - run.elapsed
     epoch_indices, indexed_epoch = torch.empty(0, dtype=torch.long), -1
@@ -262,11 +296,20 @@ def _fit(
             log.add(mean_loss, logs, grad_norm, learning_rate)
             if on_step is not None:
                 on_step(run.step)
+            if watcher is not None and training.preview_every and run.step % training.preview_every == 0:
+                watcher.preview()
             reason = _stop_reason(run, interrupt) or "finished"
             if reason == "finished" and run.step % training.save_every == 0:
                 run.save(final=False)
+                _validate(watcher, log)
     log.bar.close()
     run.save(final=reason in ("finished", "time budget"))
+    if watcher is not None:
+        if run.step and run.step % training.save_every:  # a checkpoint at the end that the loop did not score
+            _validate(watcher, log)
+        if training.preview_every and run.step % training.preview_every:
+            watcher.preview()
+        watcher.close()
     context.barrier()
     if context.is_main:
         tqdm.write(f"{task.kind} training {reason} at step {run.step}; checkpoint in {out}")

@@ -37,7 +37,7 @@ from argen.train.task import METRICS_NAME, Batch, TrainingTask
 # the resumed run a different experiment, so it is refused.
 RESUMABLE_CHANGES = {
     "steps", "epochs", "minutes", "save_every", "keep_every", "log_every", "progress", "device", "fresh", "out",
-    "compile", "precision",
+    "compile", "precision", "preview_every", "tensorboard",
 }  # fmt: skip
 
 

@@ -53,6 +53,8 @@ def summary_lines(run: Run, *, budget_steps: int | None, steps_per_epoch: int) -
     rows = [("data", data), ("model", model)]
     if task.summary.get("tokens"):
         rows.append(("tokens", task.summary["tokens"]))
+    if task.summary.get("chosen"):
+        rows.append(("chosen", task.summary["chosen"]))
     rows += [
         ("batch", f"{training.batch_size} ({steps_per_epoch} steps per epoch)"),
         ("schedule", schedule),

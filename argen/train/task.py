@@ -14,6 +14,8 @@ METRICS_NAME = "metrics.jsonl"
 Batch = dict[str, torch.Tensor]
 # loss(model, batch) → (scalar loss, floats to log). The model may be wrapped in DDP.
 LossFunction = Callable[[torch.nn.Module, Batch], tuple[torch.Tensor, dict[str, float]]]
+# preview(model, validation batch or None) → (uint8 images (N, C, H, W), columns of the grid): what the weights make.
+PreviewFunction = Callable[[torch.nn.Module, Batch | None], tuple[torch.Tensor, int]]
 
 
 @dataclass
@@ -23,7 +25,8 @@ class TrainingTask:
 
     ``config`` is the component's config dataclass (written to ``config.json``); ``summary`` is what the trainer
     knows that the loop does not, for the start-of-run summary: ``data`` (images, classes, size), ``model``
-    (preset, kind) and, for generators, ``tokens`` (tokens per image). Values are short strings.
+    (preset, kind) and, for generators, ``tokens`` (tokens per image). Values are short strings. ``validation`` and
+    ``preview`` feed `argen.train.watch` (validation loss at checkpoints, preview grids).
     """
 
     kind: str
@@ -36,6 +39,10 @@ class TrainingTask:
     # Parameters excluded from weight decay: biases, norms, embeddings (anything with fewer than 2 dims).
     no_decay: Callable[[str, torch.nn.Parameter], bool] = lambda name, parameter: parameter.ndim < 2
     summary: dict[str, str] = field(default_factory=dict)
+    # A small fixed held-out set (made when first needed), scored with ``loss`` at every checkpoint; and the preview
+    # grid of `argen.train.watch`. None: the trainer has neither.
+    validation: Callable[[], Batch] | None = None
+    preview: PreviewFunction | None = None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from argen.tokenizers import TokenizerConfig
 from argen.train.config import TrainingConfig
 from argen.train.loop import fit
 from argen.train.task import FitResult, TrainingTask
+from argen.train.watch import VALIDATION_EXAMPLES
 
 
 def train_tokenizer(
@@ -55,6 +56,19 @@ def train_tokenizer(
         _, losses, stats = model(images_to_float(batch["images"]))
         return Tokenizer.combine(losses, stats)
 
+    def validation() -> dict[str, torch.Tensor]:
+        test = load_dataset(data, split="test", data_dir=data_dir, image_size=height, channels=channels, progress=False)
+        return {"images": test.images[:VALIDATION_EXAMPLES]}
+
+    def preview(model: torch.nn.Module, held_out: dict[str, torch.Tensor] | None) -> tuple[torch.Tensor, int]:
+        # Eight held-out images (training images without a test split) above their reconstructions.
+        from argen.data import float_to_images
+
+        originals = (held_out or {"images": train_set.images})["images"][:8]
+        device = next(model.parameters()).device
+        reconstructions = float_to_images(model.decode(model.encode(images_to_float(originals.to(device)))))
+        return torch.cat([originals, reconstructions.cpu()]), originals.shape[0]
+
     task = TrainingTask(
         kind="tokenizer",
         config=config,
@@ -62,6 +76,8 @@ def train_tokenizer(
         tensors={"images": train_set.images},
         loss=tokenizer_loss,
         extra={"data": data},
+        validation=validation,
+        preview=preview,
         summary={
             "data": f"{data}, {channels}×{height}×{width}",
             "model": f"{config.kind} tokenizer, {built.codebook_size} codes, grids "
