@@ -12,6 +12,7 @@ import torch
 from argen.checkpoint import (
     CONFIG_NAME,
     GENERATOR_KIND,
+    WEIGHTS_NAME,
     GeneratorConfig,
     atomic_write_text,
     config_from_dict,
@@ -24,6 +25,7 @@ from argen.checkpoint import (
 from argen.errors import ArgenError
 from argen.model import Transformer, TransformerConfig
 from argen.orders import Order, build_order
+from argen.release_checks import build_checked
 from argen.tokenizers import Tokenizer, load_tokenizer
 from argen.tokenizers.protocol import TokenizerProtocol
 
@@ -70,7 +72,8 @@ def load_generator(
     transformer_config = config_from_dict(TransformerConfig, config.transformer, source=source)
     order = build_order(config.order, tokenizer)
     order.check_model(transformer_config, tokenizer)
-    model = Transformer(transformer_config)
+    weights = Path(directory) / WEIGHTS_NAME
+    model = build_checked(lambda: Transformer(transformer_config), weights=weights, config=transformer_config)
     load_release_weights(directory, model)
     return model.to(device).eval(), order, document
 
