@@ -26,6 +26,7 @@ from argen.errors import ArgenError
 from argen.model import Transformer, TransformerConfig
 from argen.orders import Order, build_order
 from argen.release_checks import build_checked
+from argen.samplers.logits import check_sampling
 from argen.tokenizers import Tokenizer, load_tokenizer
 from argen.tokenizers.protocol import TokenizerProtocol
 
@@ -35,7 +36,8 @@ SAMPLING_DEFAULTS = {"cfg_scale": 1.0, "cfg_schedule": "constant", "temperature"
 
 
 def read_recommended_sampling(directory: str | Path) -> dict[str, float | str]:
-    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys are refused."""
+    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys and unusable
+    values (`argen.samplers.logits.check_sampling`: NaN guidance, temperature 1e-40, ...) are refused."""
     path = Path(directory) / SAMPLING_NAME
     if not path.is_file():
         return {}
@@ -51,6 +53,10 @@ def read_recommended_sampling(directory: str | Path) -> dict[str, float | str]:
         expected = str if name == "cfg_schedule" else (int, float)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ArgenError(f"{path}: {name} must be a {'string' if expected is str else 'number'}, got {value!r}")
+    try:  # refused here, naming the file, rather than blamed later on every caller who leaves the value out
+        check_sampling(**{**SAMPLING_DEFAULTS, **recommended})
+    except ArgenError as error:
+        raise ArgenError(f"{path}: {error}; fix or delete it") from None
     return recommended
 
 
