@@ -252,9 +252,15 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def sampling_arguments(arguments: argparse.Namespace) -> dict:
-    """The sampling settings given on the command line; None where left out (the model's recommendation applies)."""
+    """The sampling settings given on the command line; None where left out (the model's recommendation applies).
+    Those given are checked here, before any model is loaded or image made (`argen.samplers.logits.check_sampling`)."""
+    from argen.model_directory import SAMPLING_DEFAULTS
+    from argen.samplers.logits import check_sampling
+
     names = ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p")
-    return {name: getattr(arguments, name) for name in names}
+    given = {name: getattr(arguments, name) for name in names}
+    check_sampling(**{**SAMPLING_DEFAULTS, **{name: value for name, value in given.items() if value is not None}})
+    return given
 
 
 def print_sampling_settings(pipeline, given: dict) -> None:
