@@ -38,6 +38,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from argen.errors import ArgenError
+from argen.release_checks import build_checked, check_config_types
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
@@ -105,7 +106,8 @@ def config_to_dict(config: Any) -> dict[str, Any]:
 
 
 def config_from_dict(config_class: type, values: dict[str, Any], *, source: str) -> Any:
-    """Build ``config_class`` from ``values``, refusing unknown keys rather than dropping them silently."""
+    """Build ``config_class`` from ``values``, refusing unknown keys rather than dropping them silently, and values
+    of the wrong type (`argen.release_checks.check_config_types`)."""
     known = {field.name for field in dataclasses.fields(config_class)}
     unknown = sorted(set(values) - known)
     if unknown:
@@ -113,6 +115,7 @@ def config_from_dict(config_class: type, values: dict[str, Any], *, source: str)
             f"{source}: unknown {config_class.__name__} key(s) {', '.join(unknown)}; this argen knows "
             f"{', '.join(sorted(known))}. The file was written by another version or edited by hand."
         )
+    check_config_types(config_class, values, source=source)
     return config_class(**values)
 
 
@@ -270,7 +273,8 @@ def load_release(
     build: Callable[[Any], torch.nn.Module],
     overrides: dict[str, Any] | None = None,
 ) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Load a release directory: check kind and version, rebuild the model from its config, load the weights.
+    """Load a release directory: check kind and version, rebuild the model from its config (after checking on the
+    meta device that its shapes are the weights file's: `argen.release_checks.build_checked`), load the weights.
 
     ``overrides`` fills config keys an older release lacks (its behaviour then, not today's default). Returns the
     model (in eval mode) and the whole config document (for ``extra`` metadata).
@@ -278,7 +282,7 @@ def load_release(
     document = read_release_config(directory, kind=kind)
     values = {**(overrides or {}), **document["config"]}
     config = config_from_dict(config_class, values, source=str(Path(directory) / CONFIG_NAME))
-    model = build(config)
+    model = build_checked(lambda: build(config), weights=Path(directory) / WEIGHTS_NAME, config=config)
     load_release_weights(directory, model)
     return model.eval(), document
 

@@ -12,6 +12,7 @@ import torch
 from argen.checkpoint import (
     CONFIG_NAME,
     GENERATOR_KIND,
+    WEIGHTS_NAME,
     GeneratorConfig,
     atomic_write_text,
     config_from_dict,
@@ -24,6 +25,8 @@ from argen.checkpoint import (
 from argen.errors import ArgenError
 from argen.model import Transformer, TransformerConfig
 from argen.orders import Order, build_order
+from argen.release_checks import build_checked
+from argen.samplers.logits import check_sampling
 from argen.tokenizers import Tokenizer, load_tokenizer
 from argen.tokenizers.protocol import TokenizerProtocol
 
@@ -33,7 +36,8 @@ SAMPLING_DEFAULTS = {"cfg_scale": 1.0, "cfg_schedule": "constant", "temperature"
 
 
 def read_recommended_sampling(directory: str | Path) -> dict[str, float | str]:
-    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys are refused."""
+    """DIR/sampling.json's ``recommended`` settings (empty when absent); unknown or mistyped keys and unusable
+    values (`argen.samplers.logits.check_sampling`: NaN guidance, temperature 1e-40, ...) are refused."""
     path = Path(directory) / SAMPLING_NAME
     if not path.is_file():
         return {}
@@ -49,6 +53,10 @@ def read_recommended_sampling(directory: str | Path) -> dict[str, float | str]:
         expected = str if name == "cfg_schedule" else (int, float)
         if not isinstance(value, expected) or isinstance(value, bool):
             raise ArgenError(f"{path}: {name} must be a {'string' if expected is str else 'number'}, got {value!r}")
+    try:  # refused here, naming the file, rather than blamed later on every caller who leaves the value out
+        check_sampling(**{**SAMPLING_DEFAULTS, **recommended})
+    except ArgenError as error:
+        raise ArgenError(f"{path}: {error}; fix or delete it") from None
     return recommended
 
 
@@ -70,7 +78,8 @@ def load_generator(
     transformer_config = config_from_dict(TransformerConfig, config.transformer, source=source)
     order = build_order(config.order, tokenizer)
     order.check_model(transformer_config, tokenizer)
-    model = Transformer(transformer_config)
+    weights = Path(directory) / WEIGHTS_NAME
+    model = build_checked(lambda: Transformer(transformer_config), weights=weights, config=transformer_config)
     load_release_weights(directory, model)
     return model.to(device).eval(), order, document
 

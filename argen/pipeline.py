@@ -14,6 +14,9 @@ Collaborative decoding takes a second, smaller model directory trained with the 
 
 from __future__ import annotations
 
+import numbers
+import operator
+import re
 from pathlib import Path
 
 import torch
@@ -138,11 +141,22 @@ class Pipeline:
         self.engine.invalidate()
 
     def class_index(self, label: int | str) -> int:
-        if isinstance(label, str) and not label.lstrip("-").isdigit():
+        """A class index (an int, or ASCII digits: "3") or a class name → the index; else a one-line ArgenError
+        ("²" is a digit to `str.isdigit` but no number; 5000 digits are past `int`'s limit)."""
+        number = isinstance(label, str) and re.fullmatch(r"-?[0-9]+", label) is not None
+        if isinstance(label, str) and not number:
             if label not in self.classes:
-                raise ArgenError(f"unknown class {label!r}; this model knows: {', '.join(self.classes)}")
+                shown = repr(label) if len(label) <= 40 else f"{label[:40]!r}... ({len(label)} characters)"
+                raise ArgenError(f"unknown class {shown}; this model knows: {', '.join(self.classes)}")
             return self.classes.index(label)
-        index = int(label)
+        if number and len(label) > 18:
+            raise ArgenError(f"class {label[:20]}... ({len(label)} digits) is out of range")
+        try:  # operator.index: ints, numpy and 0-d tensor integers pass, 2.5 does not
+            index = int(label) if number else operator.index(label)
+        except TypeError:
+            index = None
+        if index is None or isinstance(label, bool):
+            raise ArgenError(f"a label is a class name or a whole number, got {label!r}")
         if not 0 <= index < self.model.config.num_classes:
             raise ArgenError(f"class {index} is out of range: this model has {self.model.config.num_classes} classes")
         return index
@@ -217,6 +231,10 @@ class Pipeline:
                 raise ArgenError("this model is unconditional: pass num_images instead of labels")
         elif num_images is None:
             raise ArgenError("pass labels (class-conditional) or num_images (unconditional)")
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63
+        ):
+            raise ArgenError(f"seed must be a whole number in [0, 2^63 - 1], got {seed!r}")
         generator = torch.Generator(device=self.device)
         generator.manual_seed(seed if seed is not None else torch.seed())
         steps: list[torch.Tensor] = []

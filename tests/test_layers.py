@@ -22,7 +22,7 @@ ARGEN = Path(__file__).resolve().parent.parent / "argen"
 LAYERS: list[tuple[str, set[str]]] = [
     # imported by anything, importing only each other; the package root imports nothing at import time (its public
     # names are loaded lazily through importlib, which is no import statement)
-    ("infrastructure", {"argen", "errors", "registry", "checkpoint", "dist", "allocator", "onednn"}),
+    ("infrastructure", {"argen", "errors", "registry", "checkpoint", "release_checks", "dist", "allocator", "onednn"}),
     ("data", {"data"}),
     ("tokenizers", {"tokenizers"}),
     ("orders", {"orders"}),

@@ -150,10 +150,13 @@ def test_a_stalled_body_is_cut_off(monkeypatch):
 @pytest.mark.parametrize(
     ("edit", "expected"),
     [
-        (lambda directory: edit_json(directory / "generator" / "config.json", ["extra", "classes"], 5), "classes 5"),
+        (
+            lambda directory: edit_json(directory / "generator" / "config.json", ["extra", "classes"], 5),
+            "model broken .*classes 5",
+        ),
         (
             lambda directory: edit_json(directory / "sampling.json", ["recommended", "cfg_scale"], float("nan")),
-            "cfg_scale nan",
+            "broken/sampling.json: cfg_scale .*nan",  # refused by the model directory's loader, naming the file
         ),
     ],
 )
@@ -161,7 +164,7 @@ def test_model_metadata_that_cannot_be_served_is_refused_at_start_naming_the_mod
     directory = tmp_path / "broken"
     shutil.copytree(MODEL, directory)
     edit(directory)
-    with pytest.raises(ArgenError, match=rf"model broken .*{expected}"):
+    with pytest.raises(ArgenError, match=expected):
         load_models([directory])
 
 

@@ -9,6 +9,7 @@ import argparse
 import warnings
 from collections.abc import Callable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from argen.errors import ArgenError, ArgenWarning
 
@@ -73,6 +74,34 @@ def image_side(text: str) -> int:
     from argen.train.config import whole_number
 
     return whole_number("image_size", text, minimum=1, maximum=MAX_IMAGE_SIDE)
+
+
+def seed_value(text: str) -> int:
+    """--seed: a whole number in [0, 2^63 - 1] (what torch.manual_seed takes), else a one-line refusal."""
+    from argen.train.config import MAX_SEED, whole_number
+
+    return whole_number("seed", text, minimum=0, maximum=MAX_SEED)
+
+
+def output_path(flag: str, *, folder: bool = False) -> Callable[[str], str]:
+    """An argparse ``type`` for an output flag, so a path that cannot take what the command writes is refused in one
+    line when the flags are read, before any work: a file where a folder goes, a folder where a file goes, or a
+    file where one of its parent folders should be. An existing file where a file goes is replaced, as asked."""
+
+    def check(text: str) -> str:
+        path = Path(text)
+        if folder and path.exists() and not path.is_dir():
+            raise ArgenError(
+                f"{flag} {text} is an existing file, and this command writes a folder: choose another path"
+            )
+        if not folder and path.is_dir():
+            raise ArgenError(f"{flag} {text} is a folder, and this command writes a file: give a file's path")
+        parent = next((parent for parent in path.absolute().parents if parent.exists()), None)
+        if parent is not None and not parent.is_dir():
+            raise ArgenError(f"{flag} {text}: {parent} is a file, not a folder: choose another path")
+        return text
+
+    return check
 
 
 def order_choices() -> str:
@@ -217,15 +246,21 @@ def add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--temperature", type=float, help="0 = greedy (default 1)")
     group.add_argument("--top-k", type=int, help="keep the K most likely ids (0 = all, the default)")
     group.add_argument("--top-p", type=float, help="keep the smallest set with this much probability (default 1)")
-    group.add_argument("--seed", type=int, default=0, help="the same seed gives the same images, bit for bit")
+    group.add_argument("--seed", type=seed_value, default=0, help="the same seed gives the same images, bit for bit")
     group.add_argument("--batch-size", type=int, default=64, help="images generated per forward pass")
     group.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
 
 
 def sampling_arguments(arguments: argparse.Namespace) -> dict:
-    """The sampling settings given on the command line; None where left out (the model's recommendation applies)."""
+    """The sampling settings given on the command line; None where left out (the model's recommendation applies).
+    Those given are checked here, before any model is loaded or image made (`argen.samplers.logits.check_sampling`)."""
+    from argen.model_directory import SAMPLING_DEFAULTS
+    from argen.samplers.logits import check_sampling
+
     names = ("cfg_scale", "cfg_schedule", "temperature", "top_k", "top_p")
-    return {name: getattr(arguments, name) for name in names}
+    given = {name: getattr(arguments, name) for name in names}
+    check_sampling(**{**SAMPLING_DEFAULTS, **{name: value for name, value in given.items() if value is not None}})
+    return given
 
 
 def print_sampling_settings(pipeline, given: dict) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from argen.commands.arguments import output_path
+
 NAME = "compress"
 HELP = "compress images with a model as entropy model: lossy (the token stream) or --lossless (exact pixels)"
 DESCRIPTION = (
@@ -17,7 +19,7 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images, or npz files")
     parser.add_argument("--model", required=True, help="model directory (made by argen train)")
-    parser.add_argument("--out", required=True, help="the .argz file to write")
+    parser.add_argument("--out", required=True, type=output_path("--out"), help="the .argz file to write")
     parser.add_argument("--lossless", action="store_true", help="exact round trip (needs a residual model)")
     parser.add_argument("--residual", help="residual model directory (default: MODEL/residual)")
     parser.add_argument(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from argen.commands.arguments import output_path
+
 NAME = "decompress"
 HELP = "decompress an .argz file to PNGs (--steps K: the coarse image of the first K scales or bands)"
 DESCRIPTION = (
@@ -14,7 +16,7 @@ DESCRIPTION = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", metavar="FILE", help="the .argz file")
-    parser.add_argument("--out", required=True, help="folder for the PNGs")
+    parser.add_argument("--out", required=True, type=output_path("--out", folder=True), help="folder for the PNGs")
     parser.add_argument("--steps", type=int, help="scale / frequency models: decode only the first K steps")
     parser.add_argument("--model", help="model directory (default: the one recorded in the file)")
     parser.add_argument("--residual", help="residual model directory for lossless files (default: as recorded)")

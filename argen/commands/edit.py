@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from argen.commands.arguments import add_sampling_arguments, print_sampling_settings, sampling_arguments
+from argen.commands.arguments import add_sampling_arguments, output_path, print_sampling_settings, sampling_arguments
 from argen.errors import ArgenError
 
 NAME = "edit"
@@ -31,7 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(without --mask/--box everything after step K is regenerated)",
     )  # fmt: skip
     parser.add_argument("--label", help="class index or name to generate (default: the null class, no label)")
-    parser.add_argument("--out", default="edited.png", help="PNG to write (a row of --num edits when --num > 1)")
+    parser.add_argument(
+        "--out",
+        default="edited.png",
+        type=output_path("--out"),
+        help="PNG to write (a row of --num edits when --num > 1)",
+    )
     parser.add_argument("--num", type=int, default=1, help="edits to make")
     parser.add_argument("--no-paste-back", action="store_true", help="raw decode: do not copy back outside pixels")
     parser.add_argument(

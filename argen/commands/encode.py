@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import add_data_arguments
+from argen.commands.arguments import add_data_arguments, output_path
 
 NAME = "encode"
 HELP = "encode a dataset's images to token ids once (a cache for generator training)"
@@ -19,7 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory")
     add_data_arguments(parser)
     parser.add_argument("--split", choices=("train", "test"), default="train")
-    parser.add_argument("--out", required=True, help="cache file to write, e.g. tokens.safetensors")
+    parser.add_argument(
+        "--out", required=True, type=output_path("--out"), help="cache file to write, e.g. tokens.safetensors"
+    )
     parser.add_argument("--no-progress", action="store_true")
 
 

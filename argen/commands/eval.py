@@ -10,6 +10,7 @@ from argen.commands.arguments import (
     add_sampler_arguments,
     add_sampling_arguments,
     add_speed_arguments,
+    output_path,
     sampler_options,
     sampling_arguments,
     speed_arguments,
@@ -41,8 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--reference-split", choices=("train", "test"), default="train", help="real images the metrics compare to"
     )
     add_data_arguments(parser, shape=False)  # the classifier fixes size and channels
-    parser.add_argument("--json", help="also write the results to this JSON file")
-    parser.add_argument("--save-npz", help="also save the scored images (uint8) and labels to this npz")
+    parser.add_argument("--json", type=output_path("--json"), help="also write the results to this JSON file")
+    parser.add_argument(
+        "--save-npz", type=output_path("--save-npz"), help="also save the scored images (uint8) and labels to this npz"
+    )
     parser.add_argument(
         "--inception-weights",
         metavar="PTH",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from argen.commands.arguments import output_path
 from argen.errors import ArgenError
 
 NAME = "export"
@@ -18,7 +19,7 @@ ORDER = 80
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory (argen train --out) or a release directory")
-    parser.add_argument("--out", required=True, help="directory to write")
+    parser.add_argument("--out", required=True, type=output_path("--out", folder=True), help="directory to write")
     parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16")
 
 

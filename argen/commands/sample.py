@@ -9,6 +9,7 @@ from argen.commands.arguments import (
     add_sampler_arguments,
     add_sampling_arguments,
     add_speed_arguments,
+    output_path,
     parse_labels,
     print_sampling_settings,
     sampler_options,
@@ -26,9 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="model directory (argen train --out)")
     parser.add_argument("--labels", help="comma-separated class indices or names (default: every class)")
     add_per_label_arguments(parser, default=8, meaning="images per label (or in all, for unconditional models)")
-    parser.add_argument("--out", default="samples.png", help="PNG grid to write")
-    parser.add_argument("--progress", help="GIF of the decoded images after every step")
-    parser.add_argument("--save-npz", help="npz with `images` (uint8) and `labels`, for external evaluators")
+    parser.add_argument("--out", default="samples.png", type=output_path("--out"), help="PNG grid to write")
+    parser.add_argument("--progress", type=output_path("--progress"), help="GIF of the decoded images after every step")
+    parser.add_argument(
+        "--save-npz",
+        type=output_path("--save-npz"),
+        help="npz with `images` (uint8) and `labels`, for external evaluators",
+    )
     parser.add_argument("--steer", action="append", default=[], metavar="SAE:FEATURE=DELTA",
                         help="add DELTA times an SAE feature's decoder direction at the SAE's hook point, at every "
                         "position (argen train-sae; repeatable; 0 gives the plain samples)")  # fmt: skip

@@ -211,7 +211,7 @@ def prepare_request(
         cfg_schedule: "constant", or "linear" for VAR's ramp from 1 at the first step to cfg_scale at the last.
         temperature, top_k, top_p, generator: see `argen.samplers.logits.sample`; temperature 0 is greedy.
     """
-    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p)
+    check_sampling(temperature=temperature, top_k=top_k, top_p=top_p, cfg_scale=cfg_scale, cfg_schedule=cfg_schedule)
     layout = order.layout(tokenizer.grid_shapes)
     order.check_model(model.config, tokenizer)
     device = next(model.parameters()).device

@@ -5,6 +5,9 @@ Legend: B batch, V vocabulary; ``(..., V)`` logits have any leading shape.
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -56,14 +59,38 @@ def filter_top_p(logits: Tensor, top_p: float) -> Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def check_sampling(*, temperature: float, top_k: int, top_p: float) -> None:
-    """ArgenError unless temperature, top-k and top-p are usable; shared by every sampler."""
-    if temperature < 0:
-        raise ArgenError(f"temperature must be 0 (greedy) or more, got {temperature}")
-    if top_k < 0:
-        raise ArgenError(f"top_k must be 0 (off) or more, got {top_k}")
-    if not 0.0 < top_p <= 1.0:
-        raise ArgenError(f"top_p must be in (0, 1], got {top_p}")
+# Below this a temperature divides logits into infinities (1e-40 gives NaN probabilities) and, well before that,
+# samples what greedy decoding gives: temperatures in (0, MIN_TEMPERATURE) are refused, 0 is greedy.
+MIN_TEMPERATURE = 0.01
+
+
+def check_sampling(
+    *, temperature: float, top_k: int, top_p: float, cfg_scale: float = 1.0, cfg_schedule: str = "constant"
+) -> None:
+    """One-line ArgenError unless the sampling numbers are usable; every entry point (Pipeline, the commands, the
+    server, editing, the codec) reaches it through `argen.samplers.base.prepare_request` or `sample`.
+
+    temperature: 0 (greedy) or a finite number ≥ `MIN_TEMPERATURE`; top_k: a whole number ≥ 0 (0 keeps all);
+    top_p: in (0, 1]; cfg_scale: finite; cfg_schedule: one of `CFG_SCHEDULES`.
+    """
+    if not _real(temperature) or not (temperature == 0 or MIN_TEMPERATURE <= temperature < math.inf):
+        raise ArgenError(
+            f"temperature must be 0 (greedy) or a finite number of at least {MIN_TEMPERATURE}, got {temperature!r}: "
+            "below that sampling is greedy up to rounding, so use 0"
+        )
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 0:
+        raise ArgenError(f"top_k must be a whole number, 0 (off) or more, got {top_k!r}")
+    if not _real(top_p) or not 0.0 < top_p <= 1.0:
+        raise ArgenError(f"top_p must be in (0, 1], got {top_p!r}")
+    if not _real(cfg_scale) or not math.isfinite(cfg_scale):
+        raise ArgenError(f"cfg_scale must be a finite number (1 is no guidance), got {cfg_scale!r}")
+    if cfg_schedule not in CFG_SCHEDULES:
+        raise ArgenError(f"unknown cfg schedule {cfg_schedule!r}: choose one of {', '.join(CFG_SCHEDULES)}")
+
+
+def _real(value: object) -> bool:
+    """A real number that is not a bool (NaN included: the range checks refuse it)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def final_distribution(logits: Tensor, *, temperature: float, top_k: int, top_p: float) -> Tensor:

@@ -16,12 +16,10 @@ from pathlib import Path
 from argen.checkpoint import CONFIG_NAME, shipped_checkpoint
 from argen.errors import ArgenError
 from argen.pipeline import Pipeline
-from argen.samplers.logits import CFG_SCHEDULES
+from argen.samplers.logits import CFG_SCHEDULES, MIN_TEMPERATURE
 
 MAX_CFG_SCALE = 20.0
 MAX_TEMPERATURE = 10.0
-# Below this a temperature divides logits into infinities (1e-40 gives NaN probabilities): 0 is greedy instead.
-MIN_TEMPERATURE = 0.01
 
 
 @dataclass

@@ -200,14 +200,19 @@ class FrequencyQuantizer(ResidualQuantizer):
     def __init__(self, config: TokenizerConfig, side: int):
         super().__init__(config, side)
         self.carry_error = config.carry_error
-        masks = band_masks(
-            side,
-            self.scales,
-            allocation=config.band_allocation,
-            geometry=config.band_geometry,
-            allow_empty=config.allow_empty_bands,
-        )
-        self.band_sizes = masks.sum((1, 2)).long().tolist()  # frequencies per band, printed by the commands
+        if torch.empty(0).is_meta:
+            # Built on the meta device to check the declared sizes (`argen.release_checks`): only the masks' shape
+            # counts there, and computing them is a Python loop over the n² frequencies.
+            masks, self.band_sizes = torch.empty(len(self.scales), side, side), []
+        else:
+            masks = band_masks(
+                side,
+                self.scales,
+                allocation=config.band_allocation,
+                geometry=config.band_geometry,
+                allow_empty=config.allow_empty_bands,
+            )
+            self.band_sizes = masks.sum((1, 2)).long().tolist()  # frequencies per band, printed by the commands
         # With carry_error each target needs the low-pass Σ_{j≤i} M_j rather than M_i alone.
         self.register_buffer("masks", masks.cumsum(0) if self.carry_error else masks, persistent=False)
 
