@@ -312,3 +312,20 @@ def test_argen_edit_writes_the_edit(model_directory, tmp_path, capsys):
         (tmp_path / "junk.png").write_bytes(b"not a png")
         run([*common, "--mask", str(tmp_path / "junk.png")])
     assert not (tmp_path / "d.png").exists()
+
+
+def test_argen_edit_resize_takes_a_picture_of_another_size(model_directory, tmp_path):
+    image = make_images(1)[0, 0].numpy()
+    big = np.kron(image, np.ones((3, 3), dtype=np.uint8))  # the same picture at 3× the model's size
+    Image.fromarray(big).save(tmp_path / "big.png")
+    mask = np.zeros(big.shape, dtype=np.uint8)
+    mask[:, 3 * 8 :] = 255  # drawn on the big picture: regenerate from column 8 of the model's grid on
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    common = ["edit", "--model", str(model_directory), "--image", str(tmp_path / "big.png"), "--seed", "1"]
+    with pytest.raises(ArgenError):
+        run([*common, "--mask", str(tmp_path / "mask.png"), "--out", str(tmp_path / "refused.png")])
+    assert not (tmp_path / "refused.png").exists()
+    run([*common, "--mask", str(tmp_path / "mask.png"), "--resize", "--out", str(tmp_path / "a.png")])
+    edited = np.asarray(Image.open(tmp_path / "a.png"))
+    resized = np.asarray(Image.fromarray(big).resize((SIZE, SIZE), Image.Resampling.BICUBIC))
+    assert edited.shape == (SIZE, SIZE) and np.array_equal(edited[:, :8], resized[:, :8])

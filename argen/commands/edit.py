@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from argen.commands.arguments import add_sampling_arguments, output_path, print_sampling_settings, sampling_arguments
 from argen.errors import ArgenError
 
@@ -37,6 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=output_path("--out"),
         help="PNG to write (a row of --num edits when --num > 1)",
     )
+    parser.add_argument(
+        "--resize", action="store_true",
+        help="resize --image (and --mask) to the model's size first: the centred square, bicubic (nearest for the "
+        "mask), as training folders are read; --box is then in the resized pixels",
+    )  # fmt: skip
     parser.add_argument("--num", type=int, default=1, help="edits to make")
     parser.add_argument("--no-paste-back", action="store_true", help="raw decode: do not copy back outside pixels")
     parser.add_argument(
@@ -60,6 +67,22 @@ def parse_box(text: str) -> list[int]:
     return values
 
 
+def read_mask(path: str, *, size: int | None) -> np.ndarray:
+    """The mask file as uint8 (H, W); with ``size``, its centred square resized by nearest neighbour, so a mask
+    drawn on the original picture still marks the same cells and stays black and white."""
+    from PIL import Image
+
+    from argen.data.images import read_image
+
+    grey = read_image(path, channels=1, name=f"--mask {path}")[..., 0]
+    if size is None or grey.shape == (size, size):
+        return grey
+    side = min(grey.shape)
+    top, left = (grey.shape[0] - side) // 2, (grey.shape[1] - side) // 2
+    square = Image.fromarray(grey[top : top + side, left : left + side])
+    return np.asarray(square.resize((size, size), Image.Resampling.NEAREST))
+
+
 def run(arguments: argparse.Namespace) -> None:
     import torch
 
@@ -77,11 +100,14 @@ def run(arguments: argparse.Namespace) -> None:
         raise ArgenError("--num and --particles must be at least 1")
     pipeline = Pipeline.from_pretrained(arguments.model, device=arguments.device)
     # The one image reader (argen.data.images): the same file gives the same pixels here and in `argen serve`.
-    pixels = read_image(arguments.image, channels=pipeline.tokenizer.config.channels, name=f"--image {arguments.image}")
+    size = pipeline.tokenizer.config.image_size if arguments.resize else None
+    pixels = read_image(
+        arguments.image, channels=pipeline.tokenizer.config.channels, size=size, name=f"--image {arguments.image}"
+    )
     image = torch.from_numpy(pixels.transpose(2, 0, 1).copy())[None]  # (1, C, H, W)
     height, width = image.shape[-2:]
     if arguments.mask is not None:
-        grey = read_image(arguments.mask, channels=1, name=f"--mask {arguments.mask}")[..., 0]  # (H, W)
+        grey = read_mask(arguments.mask, size=size)  # (H, W)
         mask = as_masks(torch.from_numpy(grey >= 128), batch=1, height=height, width=width)[0]
     elif arguments.box is not None:
         mask = box_mask(height, width, parse_box(arguments.box))
