@@ -142,6 +142,8 @@ def test_generate_then_paint_a_mask_and_edit(server, browser):
     edited = page_state(browser, "window.argen.image")
     assert edited != generated
     assert torch.equal(pixels(edited)[~mask], pixels(generated)[~mask])  # outside the mask: the original
+    # The mask is cleared once the edit is shown, so its red overlay does not hide the result.
+    assert not any(page_state(browser, "Array.from(window.argen.mask)"))
     assert len(browser.find_elements(By.CSS_SELECTOR, "#history figure")) == 2
     screenshot = os.environ.get("ARGEN_SERVE_SCREENSHOT")
     if screenshot:  # the README's picture: the right half inpainted under the sample's own class

@@ -305,6 +305,9 @@ async function edit() {
       await new Promise((resolve) => setTimeout(resolve, 60)); // let the eye follow the steps
     }
     await setImage(result.images[0], `${chosen} ${className(result.label)}`);
+    // The edit is done: clear the mask so its red overlay no longer hides the result; paint anew for the next edit.
+    state.mask.fill(0);
+    drawMask();
     state.edited += 1;
     setStatus(`${chosen} with ${state.model.name}: ${className(result.label)}, seed ${result.seed}, `
       + `${result.forward_passes} steps in ${result.seconds.toFixed(2)} s`);
