@@ -219,6 +219,19 @@ def parse_labels(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def evaluation_classifier(arguments: argparse.Namespace) -> str | Path:
+    """The feature network of `argen eval` / `argen tune`: --classifier, else the one shipped for --data."""
+    from argen.checkpoint import shipped_checkpoint
+
+    classifier = arguments.classifier or shipped_checkpoint(arguments.data, "classifier")
+    if classifier is None:
+        raise ArgenError(
+            f"no classifier for {arguments.data}: train one with `argen train-classifier --data {arguments.data} "
+            "--out DIR` and pass --classifier DIR"
+        )
+    return classifier
+
+
 def print_results(results: dict) -> None:
     """A two-column table of a results dict (nested dicts flattened as parent.child; long lists such as the radial
     power spectrum are summarised, they are in full in --json)."""

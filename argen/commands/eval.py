@@ -10,12 +10,12 @@ from argen.commands.arguments import (
     add_sampler_arguments,
     add_sampling_arguments,
     add_speed_arguments,
+    evaluation_classifier,
     output_path,
     sampler_options,
     sampling_arguments,
     speed_arguments,
 )
-from argen.errors import ArgenError
 
 NAME = "eval"
 HELP = "FID, KID, IS, precision/recall, class accuracy and speed of a generator, offline"
@@ -60,15 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.checkpoint import shipped_checkpoint
     from argen.metrics.evaluate import evaluate_generator
 
-    classifier = arguments.classifier or shipped_checkpoint(arguments.data, "classifier")
-    if classifier is None:
-        raise ArgenError(
-            f"no classifier for {arguments.data}: train one with `argen train-classifier --data {arguments.data} "
-            "--out DIR` and pass --classifier DIR"
-        )
+    classifier = evaluation_classifier(arguments)
     sampling = {}
     if arguments.model is not None:
         sampling = dict(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from argen.commands.arguments import NUM_HELP, add_data_arguments, show_defaults
-from argen.errors import ArgenError
+from argen.commands.arguments import NUM_HELP, add_data_arguments, evaluation_classifier, show_defaults
 
 NAME = "tune"
 HELP = "choose a model's sampling settings (guidance, schedule, top-k/top-p, temperature) by measuring FID"
@@ -40,15 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(arguments: argparse.Namespace) -> None:
-    from argen.checkpoint import shipped_checkpoint
     from argen.metrics.tuning import describe, tune_sampling
 
-    classifier = arguments.classifier or shipped_checkpoint(arguments.data, "classifier")
-    if classifier is None:
-        raise ArgenError(
-            f"no classifier for {arguments.data}: train one with `argen train-classifier --data {arguments.data} "
-            "--out DIR` and pass --classifier DIR"
-        )
+    classifier = evaluation_classifier(arguments)
     result = tune_sampling(
         arguments.model, classifier=classifier, data=arguments.data, num_images=arguments.num,
         reference_split=arguments.reference_split, data_dir=arguments.data_dir,
